@@ -1,0 +1,378 @@
+// CPU kernels of pairwise_rank_loss and mined_pairs.
+//
+// Work is split over tasks: each task is computed start to finish by one thread,
+// in a fixed order, so results do not depend on the number of threads. Scores
+// are accumulated in double whatever their dtype. No (B, B) or pair-list tensor
+// is allocated: all pairs are visited in one pass that accumulates the loss and
+// the per-sample gradient; mining keeps bounded heaps of max_pairs candidates.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "pair_math.h"
+#include "pairwise_rank_loss_args.h"
+
+namespace spinerank {
+namespace {
+
+// The valid (non-missing) samples of one task, in batch order.
+struct TaskSamples {
+  std::vector<double> s;
+  std::vector<int> y;
+  std::vector<int> row;
+  int n() const { return int(s.size()); }
+};
+
+template <typename scalar_t, typename grade_t>
+TaskSamples gather_task(const scalar_t* scores, const grade_t* grades, int64_t B, int64_t T,
+                        int64_t t) {
+  TaskSamples ts;
+  for (int64_t b = 0; b < B; ++b) {
+    const grade_t y = grades[b * T + t];
+    if (y < 0) continue;
+    ts.s.push_back(double(scores[b * T + t]));
+    ts.y.push_back(int(y));
+    ts.row.push_back(int(b));
+  }
+  return ts;
+}
+
+// Rejects non-finite scores and out-of-range grades, naming row, task and value,
+// and counts each task's valid samples. Serial and in batch order, so the first
+// offending entry is always the one reported.
+template <typename scalar_t, typename grade_t>
+std::vector<int64_t> check_values(const scalar_t* scores, const grade_t* grades, int64_t B,
+                                  int64_t T, c10::IntArrayRef num_grades) {
+  std::vector<int64_t> n_valid(T, 0);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t t = 0; t < T; ++t) {
+      const grade_t y = grades[b * T + t];
+      if (y < 0) continue;  // missing
+      TORCH_CHECK_VALUE(int64_t(y) < num_grades[t], "grade ", int64_t(y), " at row ", b,
+                        ", task ", t, " is out of range: task ", t, " has K = ", num_grades[t],
+                        " grades (0..", num_grades[t] - 1, "; negative = missing)");
+      const double s = double(scores[b * T + t]);
+      TORCH_CHECK_VALUE(std::isfinite(s), "scores must be finite: got ", s, " at row ", b,
+                        ", task ", t);
+      ++n_valid[t];
+    }
+  }
+  return n_valid;
+}
+
+struct TaskLoss {
+  double loss = 0.0;
+  int64_t n_dis = 0;
+  int64_t n_sim = 0;
+};
+
+// All pairs of one task in one pass. The pair counts follow from the grade
+// histogram, so the gradient can be normalised while it is accumulated.
+template <PairFn F>
+TaskLoss all_pairs_loss(const LossParams& p, const TaskSamples& ts, int K, double* g) {
+  const int n = ts.n();
+  const double* s = ts.s.data();
+  const int* y = ts.y.data();
+  const double inv_km1 = 1.0 / double(K - 1);
+
+  std::vector<int64_t> hist(K, 0);
+  for (int a = 0; a < n; ++a) ++hist[y[a]];
+  TaskLoss out;
+  for (int64_t c : hist) out.n_sim += c * (c - 1) / 2;
+  out.n_dis = int64_t(n) * (n - 1) / 2 - out.n_sim;
+  const double cd = dis_factor(p, out.n_dis);
+  const double cs = sim_factor(p, out.n_sim);
+
+  double sum_dis = 0.0, sum_sim = 0.0;
+  for (int a = 0; a < n; ++a) {
+    const double sa = s[a];
+    const int ya = y[a];
+    double ga = 0.0, ld = 0.0, ls = 0.0;
+    // Branch-free body so the compiler can vectorise it; the reduction order is
+    // fixed by the binary, not by the thread count.
+#pragma omp simd reduction(+ : ga, ld, ls)
+    for (int b = a + 1; b < n; ++b) {
+      const double delta = sa - s[b];
+      const int d = ya - y[b];
+      const PairTerm<double> o = ordinal_pair<double, F>(p, delta, d, inv_km1);
+      const PairTerm<double> q = similar_pair(delta);
+      const bool sim = d == 0;
+      ld += sim ? 0.0 : o.loss;
+      ls += sim ? q.loss : 0.0;
+      const double dl = sim ? cs * q.dloss : cd * o.dloss;
+      ga += dl;
+      g[b] -= dl;
+    }
+    g[a] += ga;
+    sum_dis += ld;
+    sum_sim += ls;
+  }
+  out.loss = cd * sum_dis + cs * sum_sim;
+  return out;
+}
+
+// A pair as positions (a < b) in the task's list of valid samples; since that
+// list is in batch order, ordering positions orders batch rows the same way.
+struct Pair {
+  int a, b;
+};
+
+// The pairs mining keeps for one task with more than max_pairs candidates,
+// sorted by (a, b): the k_hard hardest, then k_rand drawn uniformly without
+// replacement from the rest (smallest Philox keys).
+std::vector<Pair> select_pairs(const LossParams& p, const TaskSamples& ts, int K,
+                               int64_t max_pairs, double hard_fraction, uint64_t seed,
+                               int task) {
+  const int n = ts.n();
+  const double* s = ts.s.data();
+  const int* y = ts.y.data();
+  const double inv_km1 = 1.0 / double(K - 1);
+  const int64_t k_hard = hard_pair_count(max_pairs, hard_fraction);
+  const int64_t k_rand = max_pairs - k_hard;
+
+  // Bounded heaps whose front is the candidate that would be dropped first.
+  struct Hard {
+    double h;
+    int a, b;
+  };
+  auto harder_first = [](const Hard& u, const Hard& v) {
+    return harder(u.h, u.a, u.b, v.h, v.a, v.b);
+  };
+  std::vector<Hard> hard;
+  hard.reserve(k_hard);
+  if (k_hard > 0) {
+    for (int a = 0; a < n; ++a) {
+      for (int b = a + 1; b < n; ++b) {
+        const Hard c{pair_hardness(p, s[a] - s[b], y[a] - y[b], inv_km1), a, b};
+        if (int64_t(hard.size()) < k_hard) {
+          hard.push_back(c);
+          std::push_heap(hard.begin(), hard.end(), harder_first);
+        } else if (harder_first(c, hard.front())) {
+          std::pop_heap(hard.begin(), hard.end(), harder_first);
+          hard.back() = c;
+          std::push_heap(hard.begin(), hard.end(), harder_first);
+        }
+      }
+    }
+  }
+  std::vector<Pair> kept;
+  kept.reserve(max_pairs);
+  for (const Hard& c : hard) kept.push_back({c.a, c.b});
+  auto by_position = [](const Pair& u, const Pair& v) {
+    return u.a != v.a ? u.a < v.a : u.b < v.b;
+  };
+  std::sort(kept.begin(), kept.end(), by_position);
+
+  struct Drawn {
+    uint64_t key;
+    int a, b;
+  };
+  auto drawn_first = [](const Drawn& u, const Drawn& v) {
+    return drawn_before(u.key, u.a, u.b, v.key, v.a, v.b);
+  };
+  std::vector<Drawn> drawn;
+  drawn.reserve(k_rand);
+  if (k_rand > 0) {
+    size_t next_hard = 0;  // kept is sorted: skip the hard pairs in one sweep
+    for (int a = 0; a < n; ++a) {
+      for (int b = a + 1; b < n; ++b) {
+        if (next_hard < kept.size() && kept[next_hard].a == a && kept[next_hard].b == b) {
+          ++next_hard;
+          continue;
+        }
+        const Drawn c{pair_random_key(seed, task, ts.row[a], ts.row[b]), a, b};
+        if (int64_t(drawn.size()) < k_rand) {
+          drawn.push_back(c);
+          std::push_heap(drawn.begin(), drawn.end(), drawn_first);
+        } else if (drawn_first(c, drawn.front())) {
+          std::pop_heap(drawn.begin(), drawn.end(), drawn_first);
+          drawn.back() = c;
+          std::push_heap(drawn.begin(), drawn.end(), drawn_first);
+        }
+      }
+    }
+  }
+  for (const Drawn& c : drawn) kept.push_back({c.a, c.b});
+  std::sort(kept.begin(), kept.end(), by_position);
+  return kept;
+}
+
+template <PairFn F>
+TaskLoss kept_pairs_loss(const LossParams& p, const TaskSamples& ts, int K,
+                         const std::vector<Pair>& kept, double* g) {
+  const double* s = ts.s.data();
+  const int* y = ts.y.data();
+  const double inv_km1 = 1.0 / double(K - 1);
+  TaskLoss out;
+  for (const Pair& q : kept) out.n_sim += y[q.a] == y[q.b];
+  out.n_dis = int64_t(kept.size()) - out.n_sim;
+  const double cd = dis_factor(p, out.n_dis);
+  const double cs = sim_factor(p, out.n_sim);
+  double sum_dis = 0.0, sum_sim = 0.0;
+  for (const Pair& q : kept) {
+    const double delta = s[q.a] - s[q.b];
+    const int d = y[q.a] - y[q.b];
+    double dl;
+    if (d == 0) {
+      const PairTerm<double> term = similar_pair(delta);
+      sum_sim += term.loss;
+      dl = cs * term.dloss;
+    } else {
+      const PairTerm<double> term = ordinal_pair<double, F>(p, delta, d, inv_km1);
+      sum_dis += term.loss;
+      dl = cd * term.dloss;
+    }
+    g[q.a] += dl;
+    g[q.b] -= dl;
+  }
+  out.loss = cd * sum_dis + cs * sum_sim;
+  return out;
+}
+
+template <PairFn F>
+TaskLoss task_loss(const LossParams& p, const TaskSamples& ts, int K, int64_t max_pairs,
+                   double hard_fraction, uint64_t seed, int task, double* g) {
+  const int64_t n = ts.n();
+  if (n < 2) return {};
+  if (max_pairs == -1 || n * (n - 1) / 2 <= max_pairs) return all_pairs_loss<F>(p, ts, K, g);
+  const std::vector<Pair> kept = select_pairs(p, ts, K, max_pairs, hard_fraction, seed, task);
+  return kept_pairs_loss<F>(p, ts, K, kept, g);
+}
+
+uint64_t read_seed(int64_t max_pairs, const std::optional<at::Tensor>& seed) {
+  if (max_pairs == -1) return 0;
+  TORCH_CHECK_VALUE(seed->device().is_cpu(), "seed must be a CPU tensor for CPU inputs");
+  return uint64_t(seed->item<int64_t>());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_rank_loss_cpu(
+    const at::Tensor& scores, const at::Tensor& grades, c10::IntArrayRef num_grades,
+    double scale, double margin_base, double margin_scale, double lambda_dis,
+    double lambda_sim, bool severity_weight, c10::string_view pair_fn, double sigma,
+    int64_t max_pairs, double hard_fraction, c10::string_view task_reduction,
+    const std::optional<at::Tensor>& seed) {
+  check_scores_grades(scores, grades, num_grades);
+  check_mining(max_pairs, hard_fraction, seed);
+  const LossParams p = make_loss_params(scale, margin_base, margin_scale, lambda_dis,
+                                        lambda_sim, severity_weight, pair_fn, sigma);
+  const TaskReduction reduction = parse_task_reduction(task_reduction);
+  const uint64_t seed_value = read_seed(max_pairs, seed);
+
+  const int64_t B = scores.size(0), T = scores.size(1);
+  const at::Tensor s = scores.contiguous();
+  const at::Tensor y = grades.contiguous();
+  at::Tensor pair_grad = at::zeros({B, T}, scores.options());
+  at::Tensor counts = at::zeros({T, 2}, scores.options().dtype(at::kLong));
+  std::vector<double> task_losses(T, 0.0);
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "pairwise_rank_loss_cpu", [&] {
+    using scalar_t_ = scalar_t;
+    AT_DISPATCH_INDEX_TYPES(y.scalar_type(), "pairwise_rank_loss_cpu_grades", [&] {
+      const scalar_t_* sp = s.const_data_ptr<scalar_t_>();
+      const index_t* yp = y.const_data_ptr<index_t>();
+      const std::vector<int64_t> n_valid = check_values(sp, yp, B, T, num_grades);
+      // A task has pairs iff it has two valid samples (mining keeps >= 1 pair),
+      // so the "mean" factor is known before any pair is visited.
+      int64_t non_empty = 0;
+      for (int64_t n : n_valid) non_empty += n >= 2;
+      const double grad_factor =
+          reduction == TaskReduction::Mean ? 1.0 / double(std::max<int64_t>(1, non_empty)) : 1.0;
+
+      scalar_t_* gp = pair_grad.data_ptr<scalar_t_>();
+      int64_t* cp = counts.data_ptr<int64_t>();
+      at::parallel_for(0, T, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+          const TaskSamples ts = gather_task(sp, yp, B, T, t);
+          std::vector<double> g(ts.n(), 0.0);
+          const int K = int(num_grades[t]);
+          const TaskLoss r =
+              p.pair_fn == PairFn::SquaredHinge
+                  ? task_loss<PairFn::SquaredHinge>(p, ts, K, max_pairs, hard_fraction,
+                                                    seed_value, int(t), g.data())
+                  : task_loss<PairFn::Logistic>(p, ts, K, max_pairs, hard_fraction, seed_value,
+                                                int(t), g.data());
+          for (int a = 0; a < ts.n(); ++a) {
+            gp[int64_t(ts.row[a]) * T + t] = scalar_t_(g[a] * grad_factor);
+          }
+          task_losses[t] = r.loss;
+          cp[2 * t] = r.n_dis;
+          cp[2 * t + 1] = r.n_sim;
+        }
+      });
+      if (reduction != TaskReduction::None) {
+        double total = 0.0;  // task order: the sum does not depend on threads
+        for (double l : task_losses) total += l;
+        task_losses.assign(1, total * grad_factor);
+      }
+    });
+  });
+
+  at::Tensor loss = reduction == TaskReduction::None
+                        ? at::empty({T}, scores.options().dtype(at::kDouble))
+                        : at::empty({}, scores.options().dtype(at::kDouble));
+  std::copy(task_losses.begin(), task_losses.end(), loss.data_ptr<double>());
+  return {loss.to(scores.scalar_type()), pair_grad, counts};
+}
+
+at::Tensor mined_pairs_cpu(const at::Tensor& scores, const at::Tensor& grades,
+                           c10::IntArrayRef num_grades, double margin_base, double margin_scale,
+                           int64_t max_pairs, double hard_fraction,
+                           const std::optional<at::Tensor>& seed) {
+  check_scores_grades(scores, grades, num_grades);
+  TORCH_CHECK_VALUE(max_pairs >= 1, "mined_pairs needs max_pairs >= 1, got ", max_pairs);
+  check_mining(max_pairs, hard_fraction, seed);
+  // Only the margin enters the hardness; the other parameters do not matter here.
+  const LossParams p{1.0, margin_base, margin_scale, 1.0, 1.0, 1.0, true, PairFn::SquaredHinge};
+  const uint64_t seed_value = read_seed(max_pairs, seed);
+
+  const int64_t B = scores.size(0), T = scores.size(1);
+  const at::Tensor s = scores.contiguous();
+  const at::Tensor y = grades.contiguous();
+  at::Tensor out = at::full({T, max_pairs, 2}, -1, scores.options().dtype(at::kLong));
+  int64_t* op = out.data_ptr<int64_t>();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "mined_pairs_cpu", [&] {
+    using scalar_t_ = scalar_t;
+    AT_DISPATCH_INDEX_TYPES(y.scalar_type(), "mined_pairs_cpu_grades", [&] {
+      const scalar_t_* sp = s.const_data_ptr<scalar_t_>();
+      const index_t* yp = y.const_data_ptr<index_t>();
+      check_values(sp, yp, B, T, num_grades);
+      at::parallel_for(0, T, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+          const TaskSamples ts = gather_task(sp, yp, B, T, t);
+          const int64_t n = ts.n();
+          std::vector<Pair> kept;
+          if (n * (n - 1) / 2 > max_pairs) {
+            kept = select_pairs(p, ts, int(num_grades[t]), max_pairs, hard_fraction, seed_value,
+                                int(t));
+          } else {
+            for (int a = 0; a < n; ++a)
+              for (int b = a + 1; b < n; ++b) kept.push_back({a, b});
+          }
+          int64_t* row = op + t * max_pairs * 2;
+          for (size_t k = 0; k < kept.size(); ++k) {
+            row[2 * k] = ts.row[kept[k].a];
+            row[2 * k + 1] = ts.row[kept[k].b];
+          }
+        }
+      });
+    });
+  });
+  return out;
+}
+
+}  // namespace
+}  // namespace spinerank
+
+TORCH_LIBRARY_IMPL(spinerank_ext, CPU, m) {
+  m.impl("pairwise_rank_loss", &spinerank::pairwise_rank_loss_cpu);
+  m.impl("mined_pairs", &spinerank::mined_pairs_cpu);
+}

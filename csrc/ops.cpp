@@ -1,0 +1,41 @@
+// Op schemas of the spinerank_ext library, registered once. Kernels live in
+// csrc/cpu/ and csrc/cuda/; fake (meta) and autograd registrations are in
+// spinerank_ext/_ops.py.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/mul.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(spinerank_ext, m) {
+  // Fused SpineRank loss (SPEC §3). Returns the reduced loss (a scalar, or (T,)
+  // for task_reduction="none"), d loss / d scores for an upstream gradient of
+  // one (B, T), and the kept (ordinal, similar) pair counts per task (T, 2).
+  // max_pairs = -1 keeps all pairs; seed (int64 scalar) feeds the random part
+  // of mining and may be None when max_pairs = -1.
+  m.def(
+      "pairwise_rank_loss(Tensor scores, Tensor grades, int[] num_grades, float scale, "
+      "float margin_base, float margin_scale, float lambda_dis, float lambda_sim, "
+      "bool severity_weight, str pair_fn, float sigma, int max_pairs, float hard_fraction, "
+      "str task_reduction, Tensor? seed) -> (Tensor loss, Tensor pair_grad, Tensor counts)",
+      {at::Tag::pt2_compliant_tag});
+  // Scales the saved per-sample gradient by the upstream gradient.
+  m.def("pairwise_rank_loss_backward(Tensor grad_loss, Tensor pair_grad) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
+  // The pairs that mining keeps, as batch rows (T, max_pairs, 2) sorted by
+  // (i, j), padded with -1: the selection the loss uses, for logging and tests.
+  m.def(
+      "mined_pairs(Tensor scores, Tensor grades, int[] num_grades, float margin_base, "
+      "float margin_scale, int max_pairs, float hard_fraction, Tensor? seed) -> Tensor",
+      {at::Tag::pt2_compliant_tag});
+}
+
+namespace {
+// grad_loss is () or (T,); broadcasting over the batch dimension does the rest.
+at::Tensor pairwise_rank_loss_backward(const at::Tensor& grad_loss, const at::Tensor& pair_grad) {
+  return at::mul(pair_grad, grad_loss);
+}
+}  // namespace
+
+// Device-generic: one elementwise product, any backend.
+TORCH_LIBRARY_IMPL(spinerank_ext, CompositeExplicitAutograd, m) {
+  m.impl("pairwise_rank_loss_backward", &pairwise_rank_loss_backward);
+}

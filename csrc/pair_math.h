@@ -1,0 +1,162 @@
+// Per-pair math of the SpineRank loss (SPEC §3), shared by the CPU and CUDA
+// kernels so that both backends evaluate the same formulas in the same order.
+// Everything here is header-only, allocation-free and usable from device code.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define SPINERANK_HD __host__ __device__ __forceinline__
+#else
+#define SPINERANK_HD inline
+#endif
+
+namespace spinerank {
+
+enum class PairFn : int { SquaredHinge = 0, Logistic = 1 };
+
+// Loss hyper-parameters, as plain values so the struct can be passed to kernels.
+struct LossParams {
+  double scale;
+  double margin_base;
+  double margin_scale;
+  double lambda_dis;
+  double lambda_sim;
+  double sigma;
+  bool severity_weight;
+  PairFn pair_fn;
+};
+
+template <typename acc_t>
+struct PairTerm {
+  acc_t loss;  // the pair's loss, before the per-task normalisation
+  acc_t dloss;  // d loss / d delta, delta = s_i - s_j
+};
+
+template <typename acc_t>
+SPINERANK_HD acc_t softplus(acc_t z) {
+  // log(1 + e^z) without overflow for large |z|.
+  return (z > acc_t(0) ? z : acc_t(0)) + log1p(exp(-fabs(z)));
+}
+
+template <typename acc_t>
+SPINERANK_HD acc_t sigmoid(acc_t z) {
+  const acc_t e = exp(-fabs(z));
+  return z >= acc_t(0) ? acc_t(1) / (acc_t(1) + e) : e / (acc_t(1) + e);
+}
+
+// Normalised grade gap g = |d| / (K - 1); inv_km1 = 1 / (K - 1).
+template <typename acc_t>
+SPINERANK_HD acc_t grade_gap(int d, acc_t inv_km1) {
+  return acc_t(d < 0 ? -d : d) * inv_km1;
+}
+
+template <typename acc_t>
+SPINERANK_HD acc_t pair_margin(const LossParams& p, acc_t g) {
+  return acc_t(p.margin_base) + acc_t(p.margin_scale) * g;
+}
+
+template <typename acc_t>
+SPINERANK_HD acc_t pair_weight(const LossParams& p, acc_t g) {
+  return p.severity_weight ? acc_t(p.scale) * g : acc_t(1);
+}
+
+// Ordinal pair (d != 0): r = sign(d), loss w * max(0, m - r*delta)^2 or
+// w * softplus(-sigma * r * delta).
+template <typename acc_t, PairFn F>
+SPINERANK_HD PairTerm<acc_t> ordinal_pair(const LossParams& p, acc_t delta, int d, acc_t inv_km1) {
+  const acc_t r = d > 0 ? acc_t(1) : acc_t(-1);
+  const acc_t g = grade_gap(d, inv_km1);
+  const acc_t w = pair_weight(p, g);
+  if constexpr (F == PairFn::SquaredHinge) {
+    const acc_t v = pair_margin(p, g) - r * delta;
+    const acc_t h = v > acc_t(0) ? v : acc_t(0);
+    return {w * h * h, acc_t(-2) * w * h * r};
+  } else {
+    const acc_t z = -acc_t(p.sigma) * r * delta;
+    return {w * softplus(z), -w * acc_t(p.sigma) * r * sigmoid(z)};
+  }
+}
+
+// Similar pair (d == 0): delta^2 pulls same-grade scores together.
+template <typename acc_t>
+SPINERANK_HD PairTerm<acc_t> similar_pair(acc_t delta) {
+  return {delta * delta, acc_t(2) * delta};
+}
+
+// Mining hardness: m - r*delta for ordinal pairs (> 0 means the margin is
+// violated; satisfied pairs are negative), |delta| for similar pairs.
+template <typename acc_t>
+SPINERANK_HD acc_t pair_hardness(const LossParams& p, acc_t delta, int d, acc_t inv_km1) {
+  if (d == 0) return fabs(delta);
+  const acc_t r = d > 0 ? acc_t(1) : acc_t(-1);
+  return pair_margin(p, grade_gap(d, inv_km1)) - r * delta;
+}
+
+// The per-task loss from the accumulated pair sums:
+// L_t = lambda_dis * sum_dis / max(1, n_dis) + lambda_sim * sum_sim / max(1, n_sim).
+// The two factors also scale every pair's gradient.
+SPINERANK_HD double dis_factor(const LossParams& p, int64_t n_dis) {
+  return p.lambda_dis / double(n_dis > 1 ? n_dis : 1);
+}
+SPINERANK_HD double sim_factor(const LossParams& p, int64_t n_sim) {
+  return p.lambda_sim / double(n_sim > 1 ? n_sim : 1);
+}
+
+// ---------------------------------------------------------------------------
+// Mining order. Pairs are identified by their batch rows (i, j), i < j.
+//
+// Hard part: larger hardness first; ties broken by smaller i, then smaller j.
+template <typename acc_t>
+SPINERANK_HD bool harder(acc_t h_a, int i_a, int j_a, acc_t h_b, int i_b, int j_b) {
+  if (h_a != h_b) return h_a > h_b;
+  if (i_a != i_b) return i_a < i_b;
+  return j_a < j_b;
+}
+
+// Random part: every candidate pair gets an independent 64-bit key from a
+// counter-based generator; the pairs with the smallest keys form a uniform
+// sample without replacement. The key depends only on (seed, task, i, j), so
+// the sample does not depend on traversal order, thread count or backend.
+struct Philox4x32 {
+  uint32_t x, y, z, w;
+};
+
+// Philox4x32-10 (Salmon et al., SC'11), the generator of Random123 and cuRAND.
+SPINERANK_HD Philox4x32 philox4x32_10(Philox4x32 ctr, uint32_t k0, uint32_t k1) {
+  constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
+  constexpr uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
+  for (int round = 0; round < 10; ++round) {
+    if (round > 0) {
+      k0 += W0;
+      k1 += W1;
+    }
+    const uint64_t p0 = uint64_t(M0) * ctr.x;
+    const uint64_t p1 = uint64_t(M1) * ctr.z;
+    ctr = {uint32_t(p1 >> 32) ^ ctr.y ^ k0, uint32_t(p1), uint32_t(p0 >> 32) ^ ctr.w ^ k1,
+           uint32_t(p0)};
+  }
+  return ctr;
+}
+
+SPINERANK_HD uint64_t pair_random_key(uint64_t seed, int task, int i, int j) {
+  const Philox4x32 r = philox4x32_10({uint32_t(i), uint32_t(j), uint32_t(task), 0u},
+                                     uint32_t(seed), uint32_t(seed >> 32));
+  return (uint64_t(r.x) << 32) | r.y;
+}
+
+// Random part order: smaller key first; ties (p ~ 2^-64) by smaller i, then j.
+SPINERANK_HD bool drawn_before(uint64_t k_a, int i_a, int j_a, uint64_t k_b, int i_b, int j_b) {
+  if (k_a != k_b) return k_a < k_b;
+  if (i_a != i_b) return i_a < i_b;
+  return j_a < j_b;
+}
+
+// Split of max_pairs into the hard and the random part.
+SPINERANK_HD int64_t hard_pair_count(int64_t max_pairs, double hard_fraction) {
+  const int64_t k = int64_t(floor(double(max_pairs) * hard_fraction));
+  return k < 0 ? 0 : (k > max_pairs ? max_pairs : k);
+}
+
+}  // namespace spinerank

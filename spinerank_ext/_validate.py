@@ -1,0 +1,71 @@
+"""Argument checks shared by the public API and the fake (meta) kernels.
+
+The C++ kernels check again (they can be called directly through torch.ops) and
+also check what needs the data: finite scores and grades below K.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+PAIR_FNS = ("squared_hinge", "logistic")
+TASK_REDUCTIONS = ("mean", "sum", "none")
+
+
+def num_grades_tuple(num_grades, num_tasks: int) -> tuple[int, ...]:
+    """K per task from an int (same K for every task), a sequence or a 1-D tensor."""
+    if isinstance(num_grades, torch.Tensor):
+        if num_grades.dim() > 1 or num_grades.is_floating_point():
+            raise ValueError(f"num_grades must be an int or a 1-D integer sequence, got {num_grades!r}")
+        num_grades = num_grades.tolist()
+    if isinstance(num_grades, int):
+        ks = (num_grades,) * num_tasks
+    elif isinstance(num_grades, Sequence) and all(isinstance(k, int) for k in num_grades):
+        ks = tuple(num_grades)
+    else:
+        raise ValueError(f"num_grades must be an int or a sequence of ints, got {num_grades!r}")
+    if len(ks) != num_tasks:
+        raise ValueError(f"num_grades has {len(ks)} entries but scores has T = {num_tasks} tasks")
+    for t, k in enumerate(ks):
+        if k < 2:
+            raise ValueError(f"num_grades[{t}] = {k}: every task needs K >= 2 grades")
+    return ks
+
+
+def scores_and_grades(scores, grades) -> None:
+    if not isinstance(scores, torch.Tensor) or not isinstance(grades, torch.Tensor):
+        raise TypeError(
+            f"scores and grades must be tensors, got {type(scores).__name__} and {type(grades).__name__}"
+        )
+    if scores.dim() != 2:
+        raise ValueError(f"scores must have shape (B, T), got shape {tuple(scores.shape)}")
+    if grades.shape != scores.shape:
+        raise ValueError(
+            f"grades must have the shape of scores {tuple(scores.shape)}, got {tuple(grades.shape)}"
+        )
+    if not scores.is_floating_point():
+        raise ValueError(f"scores must be a floating tensor, got {scores.dtype}")
+    if grades.is_floating_point() or grades.is_complex() or grades.dtype == torch.bool:
+        raise ValueError(f"grades must be an integer tensor (negative = missing), got {grades.dtype}")
+    if grades.device != scores.device:
+        raise ValueError(
+            f"scores and grades must be on the same device, got {scores.device} and {grades.device}"
+        )
+
+
+def loss_params(*, pair_fn, sigma, max_pairs, hard_fraction, task_reduction) -> None:
+    if pair_fn not in PAIR_FNS:
+        raise ValueError(f"pair_fn must be one of {PAIR_FNS}, got {pair_fn!r}")
+    if task_reduction not in TASK_REDUCTIONS:
+        raise ValueError(f"task_reduction must be one of {TASK_REDUCTIONS}, got {task_reduction!r}")
+    if pair_fn == "logistic" and not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    mining(max_pairs, hard_fraction)
+
+
+def mining(max_pairs, hard_fraction) -> None:
+    if max_pairs is not None and (isinstance(max_pairs, bool) or not isinstance(max_pairs, int) or max_pairs < 1):
+        raise ValueError(f"max_pairs must be None (all pairs) or an int >= 1, got {max_pairs!r}")
+    if not 0.0 <= hard_fraction <= 1.0:
+        raise ValueError(f"hard_fraction must be in [0, 1], got {hard_fraction}")

@@ -1,0 +1,195 @@
+"""The SpineRank pairwise ranking loss: functional form and nn.Module."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+
+from . import _library, _validate, reference
+
+__all__ = ["pairwise_rank_loss", "mined_pairs", "PairwiseRankLoss"]
+
+Generator = Union[torch.Generator, int, None]
+_SEED_HIGH = 2**63 - 1
+
+
+def _mining_seed(max_pairs, generator: Generator) -> Optional[torch.Tensor]:
+    """An int64 scalar seeding the random part of mining, drawn from ``generator``
+    (a torch.Generator, an int used as the seed itself, or None for torch's
+    default generator). None when there is no mining."""
+    if max_pairs is None:
+        return None
+    if isinstance(generator, int):
+        return torch.tensor(generator, dtype=torch.long)
+    return torch.randint(-_SEED_HIGH, _SEED_HIGH, (), dtype=torch.long, generator=generator,
+                         device=generator.device if generator is not None else "cpu")
+
+
+def _grades_for_kernel(grades: torch.Tensor) -> torch.Tensor:
+    return grades if grades.dtype in (torch.int64, torch.int32) else grades.long()
+
+
+def pairwise_rank_loss(
+    scores: torch.Tensor,
+    grades: torch.Tensor,
+    num_grades: Union[int, Sequence[int], torch.Tensor],
+    *,
+    scale: float = 10.0,
+    margin_base: float = 0.5,
+    margin_scale: float = 1.5,
+    lambda_dis: float = 1.0,
+    lambda_sim: float = 0.25,
+    severity_weight: bool = True,
+    pair_fn: str = "squared_hinge",
+    sigma: float = 1.0,
+    max_pairs: Optional[int] = None,
+    hard_fraction: float = 0.7,
+    task_reduction: str = "mean",
+    generator: Generator = None,
+    return_counts: bool = False,
+):
+    """SpineRank pairwise ranking loss (SPEC §3) as one fused op.
+
+    Args:
+        scores: (B, T) floating scores, one column per grading task.
+        grades: (B, T) integer grades 0..K_t-1; negative means missing.
+        num_grades: K_t per task (an int applies to every task).
+        scale: S, the score range; the severity weight is S * |d| / (K - 1).
+        margin_base, margin_scale: margin m = margin_base + margin_scale * |d| / (K - 1).
+        lambda_dis, lambda_sim: weights of the ordinal and the same-grade terms.
+        severity_weight: weight ordinal pairs by their grade gap (else 1).
+        pair_fn: "squared_hinge" (w * max(0, m - r*delta)^2) or "logistic"
+            (w * softplus(-sigma * r * delta), the margin unused).
+        max_pairs: keep at most this many pairs per task (None: all pairs).
+        hard_fraction: share of max_pairs taken by hardness; the rest is drawn
+            uniformly at random from the remaining pairs.
+        task_reduction: "mean" over tasks with at least one pair, "sum", or
+            "none" for a (T,) vector.
+        generator: a torch.Generator or an int seed for the random part of
+            mining (None: torch's default generator).
+        return_counts: also return the (T, 2) kept (ordinal, similar) pair counts.
+
+    Returns:
+        The loss (a scalar, or (T,) for task_reduction="none"), and the counts
+        when ``return_counts``. Gradients flow to ``scores`` only.
+    """
+    if not _library.LOADED:
+        return reference.pairwise_rank_loss(
+            scores, grades, num_grades, scale=scale, margin_base=margin_base,
+            margin_scale=margin_scale, lambda_dis=lambda_dis, lambda_sim=lambda_sim,
+            severity_weight=severity_weight, pair_fn=pair_fn, sigma=sigma,
+            max_pairs=max_pairs, hard_fraction=hard_fraction,
+            task_reduction=task_reduction, generator=generator, return_counts=return_counts)
+    _validate.scores_and_grades(scores, grades)
+    ks = _validate.num_grades_tuple(num_grades, scores.shape[1])
+    _validate.loss_params(pair_fn=pair_fn, sigma=sigma, max_pairs=max_pairs,
+                          hard_fraction=hard_fraction, task_reduction=task_reduction)
+    return _fused(scores, grades, ks, scale, margin_base, margin_scale, lambda_dis, lambda_sim,
+                  severity_weight, pair_fn, sigma, max_pairs, hard_fraction, task_reduction,
+                  _mining_seed(max_pairs, generator), return_counts)
+
+
+def _fused(scores, grades, ks, scale, margin_base, margin_scale, lambda_dis, lambda_sim,
+           severity_weight, pair_fn, sigma, max_pairs, hard_fraction, task_reduction, seed,
+           return_counts):
+    loss, _, counts = torch.ops.spinerank_ext.pairwise_rank_loss(
+        scores, _grades_for_kernel(grades), ks, float(scale), float(margin_base),
+        float(margin_scale), float(lambda_dis), float(lambda_sim), bool(severity_weight),
+        pair_fn, float(sigma), -1 if max_pairs is None else max_pairs, float(hard_fraction),
+        task_reduction, seed)
+    return (loss, counts) if return_counts else loss
+
+
+def mined_pairs(
+    scores: torch.Tensor,
+    grades: torch.Tensor,
+    num_grades: Union[int, Sequence[int], torch.Tensor],
+    *,
+    max_pairs: int,
+    hard_fraction: float = 0.7,
+    margin_base: float = 0.5,
+    margin_scale: float = 1.5,
+    generator: Generator = None,
+) -> torch.Tensor:
+    """The pairs :func:`pairwise_rank_loss` keeps with these mining settings.
+
+    Returns (T, max_pairs, 2) int64 batch rows (i < j), sorted by (i, j) and padded
+    with -1 where a task has fewer pairs. The same ``generator`` state (or int
+    seed) gives the same pairs as the loss.
+    """
+    _validate.scores_and_grades(scores, grades)
+    ks = _validate.num_grades_tuple(num_grades, scores.shape[1])
+    if max_pairs is None:
+        raise ValueError("mined_pairs needs max_pairs (an int >= 1)")
+    _validate.mining(max_pairs, hard_fraction)
+    if not _library.LOADED:
+        return reference.mined_pairs(scores, grades, ks, margin_base=margin_base,
+                                     margin_scale=margin_scale, max_pairs=max_pairs,
+                                     hard_fraction=hard_fraction, generator=generator)
+    return torch.ops.spinerank_ext.mined_pairs(
+        scores.detach(), _grades_for_kernel(grades), ks, float(margin_base), float(margin_scale),
+        max_pairs, float(hard_fraction), _mining_seed(max_pairs, generator))
+
+
+class PairwiseRankLoss(torch.nn.Module):
+    """SpineRank pairwise ranking loss; see :func:`pairwise_rank_loss`.
+
+    ``loss_fn = PairwiseRankLoss(num_grades)`` then ``loss_fn(scores, grades)``.
+    The parameters are checked once, here. An int ``generator`` seeds a private
+    generator, so runs are reproducible while each call draws new random pairs.
+    The (T, 2) pair counts of the last call are kept in ``last_counts``.
+    """
+
+    def __init__(self, num_grades, *, scale=10.0, margin_base=0.5, margin_scale=1.5,
+                 lambda_dis=1.0, lambda_sim=0.25, severity_weight=True,
+                 pair_fn="squared_hinge", sigma=1.0, max_pairs=None, hard_fraction=0.7,
+                 task_reduction="mean", generator: Generator = None):
+        super().__init__()
+        _validate.loss_params(pair_fn=pair_fn, sigma=sigma, max_pairs=max_pairs,
+                              hard_fraction=hard_fraction, task_reduction=task_reduction)
+        if isinstance(num_grades, torch.Tensor):
+            num_grades = num_grades.tolist()
+        self.num_grades = num_grades if isinstance(num_grades, int) else tuple(num_grades)
+        self._ks: dict[int, tuple[int, ...]] = {}
+        self.scale, self.margin_base, self.margin_scale = float(scale), float(margin_base), float(margin_scale)
+        self.lambda_dis, self.lambda_sim = float(lambda_dis), float(lambda_sim)
+        self.severity_weight, self.pair_fn, self.sigma = bool(severity_weight), pair_fn, float(sigma)
+        self.max_pairs, self.hard_fraction = max_pairs, float(hard_fraction)
+        self.task_reduction = task_reduction
+        if isinstance(generator, int):
+            generator = torch.Generator().manual_seed(generator)
+        self.generator = generator
+        self.last_counts: Optional[torch.Tensor] = None
+
+    def _num_grades(self, num_tasks: int) -> tuple[int, ...]:
+        ks = self._ks.get(num_tasks)
+        if ks is None:
+            ks = self._ks[num_tasks] = _validate.num_grades_tuple(self.num_grades, num_tasks)
+        return ks
+
+    def forward(self, scores: torch.Tensor, grades: torch.Tensor) -> torch.Tensor:
+        _validate.scores_and_grades(scores, grades)
+        ks = self._num_grades(scores.shape[1])
+        if _library.LOADED:
+            loss, counts = _fused(
+                scores, grades, ks, self.scale, self.margin_base, self.margin_scale,
+                self.lambda_dis, self.lambda_sim, self.severity_weight, self.pair_fn, self.sigma,
+                self.max_pairs, self.hard_fraction, self.task_reduction,
+                _mining_seed(self.max_pairs, self.generator), True)
+        else:
+            loss, counts = reference.pairwise_rank_loss(
+                scores, grades, ks, scale=self.scale, margin_base=self.margin_base,
+                margin_scale=self.margin_scale, lambda_dis=self.lambda_dis,
+                lambda_sim=self.lambda_sim, severity_weight=self.severity_weight,
+                pair_fn=self.pair_fn, sigma=self.sigma, max_pairs=self.max_pairs,
+                hard_fraction=self.hard_fraction, task_reduction=self.task_reduction,
+                generator=self.generator, return_counts=True)
+        self.last_counts = counts
+        return loss
+
+    def extra_repr(self) -> str:
+        mining = "all pairs" if self.max_pairs is None else f"max_pairs={self.max_pairs}, hard_fraction={self.hard_fraction}"
+        return (f"num_grades={self.num_grades}, pair_fn={self.pair_fn!r}, scale={self.scale}, "
+                f"margin=({self.margin_base}, {self.margin_scale}), lambda=({self.lambda_dis}, "
+                f"{self.lambda_sim}), severity_weight={self.severity_weight}, {mining}, "
+                f"task_reduction={self.task_reduction!r}")
