@@ -34,16 +34,12 @@ struct PairTerm {
   acc_t dloss;  // d loss / d delta, delta = s_i - s_j
 };
 
+// softplus(z) and its derivative sigmoid(z) from a single exp.
 template <typename acc_t>
-SPINERANK_HD acc_t softplus(acc_t z) {
-  // log(1 + e^z) without overflow for large |z|.
-  return (z > acc_t(0) ? z : acc_t(0)) + log1p(exp(-fabs(z)));
-}
-
-template <typename acc_t>
-SPINERANK_HD acc_t sigmoid(acc_t z) {
+SPINERANK_HD PairTerm<acc_t> softplus_and_sigmoid(acc_t z) {
   const acc_t e = exp(-fabs(z));
-  return z >= acc_t(0) ? acc_t(1) / (acc_t(1) + e) : e / (acc_t(1) + e);
+  const acc_t sig = z >= acc_t(0) ? acc_t(1) / (acc_t(1) + e) : e / (acc_t(1) + e);
+  return {(z > acc_t(0) ? z : acc_t(0)) + log1p(e), sig};
 }
 
 // Normalised grade gap g = |d| / (K - 1); inv_km1 = 1 / (K - 1).
@@ -62,36 +58,39 @@ SPINERANK_HD acc_t pair_weight(const LossParams& p, acc_t g) {
   return p.severity_weight ? acc_t(p.scale) * g : acc_t(1);
 }
 
-// Ordinal pair (d != 0): r = sign(d), loss w * max(0, m - r*delta)^2 or
-// w * softplus(-sigma * r * delta).
+// Ordinal pair (d != 0) of grade gap g. rdelta = r * (s_i - s_j), r = sign(d):
+// how far the more severe sample scores above the other. Loss
+// w * max(0, m - rdelta)^2 or w * softplus(-sigma * rdelta); dloss is
+// d loss / d rdelta (so d loss / d s_i = r * dloss, d loss / d s_j = -r * dloss).
 template <typename acc_t, PairFn F>
-SPINERANK_HD PairTerm<acc_t> ordinal_pair(const LossParams& p, acc_t delta, int d, acc_t inv_km1) {
-  const acc_t r = d > 0 ? acc_t(1) : acc_t(-1);
-  const acc_t g = grade_gap(d, inv_km1);
+SPINERANK_HD PairTerm<acc_t> ordinal_pair(const LossParams& p, acc_t rdelta, acc_t g) {
   const acc_t w = pair_weight(p, g);
   if constexpr (F == PairFn::SquaredHinge) {
-    const acc_t v = pair_margin(p, g) - r * delta;
+    const acc_t v = pair_margin(p, g) - rdelta;
     const acc_t h = v > acc_t(0) ? v : acc_t(0);
-    return {w * h * h, acc_t(-2) * w * h * r};
+    return {w * h * h, acc_t(-2) * w * h};
   } else {
-    const acc_t z = -acc_t(p.sigma) * r * delta;
-    return {w * softplus(z), -w * acc_t(p.sigma) * r * sigmoid(z)};
+    const PairTerm<acc_t> sp = softplus_and_sigmoid(-acc_t(p.sigma) * rdelta);
+    return {w * sp.loss, -w * acc_t(p.sigma) * sp.dloss};
   }
 }
 
-// Similar pair (d == 0): delta^2 pulls same-grade scores together.
+// Similar pair (d == 0): delta^2 pulls same-grade scores together. Summed over
+// a grade group of n scores this is n * sum_a (s_a - mean)^2, with gradient
+// 2 n (s_a - mean): the all-pairs kernels use that closed form.
 template <typename acc_t>
 SPINERANK_HD PairTerm<acc_t> similar_pair(acc_t delta) {
   return {delta * delta, acc_t(2) * delta};
 }
 
-// Mining hardness: m - r*delta for ordinal pairs (> 0 means the margin is
-// violated; satisfied pairs are negative), |delta| for similar pairs.
+// Mining hardness (larger = harder): m - rdelta for ordinal pairs (> 0 means
+// the margin is violated; satisfied pairs are negative), |delta| for similar
+// pairs, delta = s_i - s_j.
 template <typename acc_t>
 SPINERANK_HD acc_t pair_hardness(const LossParams& p, acc_t delta, int d, acc_t inv_km1) {
   if (d == 0) return fabs(delta);
-  const acc_t r = d > 0 ? acc_t(1) : acc_t(-1);
-  return pair_margin(p, grade_gap(d, inv_km1)) - r * delta;
+  const acc_t rdelta = d > 0 ? delta : -delta;
+  return pair_margin(p, grade_gap(d, inv_km1)) - rdelta;
 }
 
 // The per-task loss from the accumulated pair sums:

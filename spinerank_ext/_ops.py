@@ -1,7 +1,7 @@
-"""Fake (meta) kernels and autograd formulas of the compiled ops.
+"""Fake (meta) kernels of the compiled ops.
 
-The schemas and the CPU/CUDA kernels are registered in C++ (csrc/); what
-torch.compile, torch.export and autograd need on top is registered here.
+The schemas, the CPU/CUDA kernels and the autograd formula are registered in
+C++ (csrc/); what torch.compile and torch.export need on top is registered here.
 """
 from __future__ import annotations
 
@@ -38,20 +38,5 @@ def _mined_pairs_fake(scores, grades, num_grades, margin_base, margin_scale, max
     _validate.mining(max_pairs, hard_fraction)
     return scores.new_empty((scores.shape[1], max_pairs, 2), dtype=torch.long)
 
-
-def _setup_context(ctx, inputs, output):
-    _, pair_grad, counts = output
-    ctx.save_for_backward(pair_grad)
-    ctx.mark_non_differentiable(pair_grad, counts)
-
-
-def _backward(ctx, grad_loss, _grad_pair_grad, _grad_counts):
-    (pair_grad,) = ctx.saved_tensors
-    grad_scores = ops.pairwise_rank_loss_backward(grad_loss, pair_grad)
-    # Only scores are differentiable; one entry per op input.
-    return (grad_scores,) + (None,) * 14
-
-
-torch.library.register_autograd(
-    "spinerank_ext::pairwise_rank_loss", _backward, setup_context=_setup_context
-)
+# Autograd of pairwise_rank_loss is registered in C++ (csrc/autograd.cpp): the
+# Python register_autograd wrapper costs more than the fused kernel at small B.
