@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 
 from . import _validate
-from .soft_clamp import soft_clamp
 
 __all__ = ["pairwise_rank_loss", "mined_pairs", "soft_clamp"]
 
@@ -159,3 +158,10 @@ def pairwise_rank_loss(scores, grades, num_grades, *, scale=10.0, margin_base=0.
     if return_counts:
         return loss, torch.stack([n_dis, n_sim], dim=1)
     return loss
+
+
+def soft_clamp(h, scale=10.0, beta=5.0):
+    """S * sp(beta*h) / (sp(beta*h) + sp(beta*(S - h))), differentiated by autograd."""
+    lo = F.softplus(beta * h)
+    hi = F.softplus(beta * (scale - h))
+    return scale * lo / (lo + hi)

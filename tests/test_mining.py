@@ -1,0 +1,135 @@
+"""Hard-pair mining: the hard part against the reference, the random part's
+counts, determinism and uniformity, and the loss on the kept pairs."""
+import math
+
+import pytest
+import torch
+
+import spinerank_ext as se
+from spinerank_ext import reference as ref
+
+from conftest import TASK_KS, make_batch
+
+
+def pair_set(pairs_t):
+    return {tuple(p) for p in pairs_t.tolist() if p[0] >= 0}
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("max_pairs", [1, 17, 100])
+def test_hard_part_matches_reference(seed, max_pairs):
+    # Scores on a 0.5 grid: many pairs are equally hard, so the tie rule
+    # (smaller i, then smaller j) decides which are kept.
+    scores, grades = make_batch(30, TASK_KS, seed=seed)
+    kw = dict(max_pairs=max_pairs, hard_fraction=1.0, margin_base=0.5, margin_scale=1.5)
+    fused = se.mined_pairs(scores, grades, TASK_KS, **kw)
+    expected = ref.mined_pairs(scores, grades, TASK_KS, **kw)
+    assert torch.equal(fused, expected)
+
+
+def test_hard_part_is_kept_with_a_random_part():
+    scores, grades = make_batch(40, TASK_KS, seed=11)
+    max_pairs, hard_fraction = 50, 0.7
+    k_hard = math.floor(max_pairs * hard_fraction)
+    fused = se.mined_pairs(scores, grades, TASK_KS, max_pairs=max_pairs, hard_fraction=hard_fraction, generator=5)
+    hard = ref.mined_pairs(scores, grades, TASK_KS, max_pairs=k_hard, hard_fraction=1.0)
+    for t in range(len(TASK_KS)):
+        assert pair_set(hard[t]) <= pair_set(fused[t])
+
+
+@pytest.mark.parametrize("hard_fraction", [0.0, 0.3, 0.7, 1.0])
+def test_counts_and_validity(hard_fraction):
+    scores, grades = make_batch(24, TASK_KS, seed=2, missing=0.5)
+    max_pairs = 40
+    pairs = se.mined_pairs(scores, grades, TASK_KS, max_pairs=max_pairs, hard_fraction=hard_fraction, generator=1)
+    _, counts = se.pairwise_rank_loss(scores, grades, TASK_KS, max_pairs=max_pairs,
+                                      hard_fraction=hard_fraction, generator=1, return_counts=True)
+    for t in range(len(TASK_KS)):
+        n = int((grades[:, t] >= 0).sum())
+        kept = pair_set(pairs[t])
+        assert len(kept) == min(max_pairs, n * (n - 1) // 2) == int(counts[t].sum())
+        for i, j in kept:  # valid, ordered, distinct
+            assert i < j and grades[i, t] >= 0 and grades[j, t] >= 0
+        listed = [tuple(p) for p in pairs[t].tolist() if p[0] >= 0]
+        assert listed == sorted(listed)
+        n_similar = sum(int(grades[i, t] == grades[j, t]) for i, j in kept)
+        assert counts[t].tolist() == [len(kept) - n_similar, n_similar]
+
+
+@pytest.mark.parametrize("hard_fraction", [0.0, 0.5, 0.7, 1.0])
+@pytest.mark.parametrize("pair_fn", ["squared_hinge", "logistic"])
+def test_loss_on_kept_pairs_matches_reference(hard_fraction, pair_fn):
+    scores, grades = make_batch(33, TASK_KS, seed=3)
+    kw = dict(max_pairs=60, hard_fraction=hard_fraction)
+    pairs = se.mined_pairs(scores, grades, TASK_KS, generator=9, **kw)
+    x = scores.clone().requires_grad_()
+    loss, counts = se.pairwise_rank_loss(x, grades, TASK_KS, pair_fn=pair_fn, generator=9, return_counts=True, **kw)
+    loss.backward()
+    xr = scores.clone().requires_grad_()
+    loss_r, counts_r = ref.pairwise_rank_loss(xr, grades, TASK_KS, pair_fn=pair_fn, pairs=pairs, return_counts=True)
+    loss_r.backward()
+    torch.testing.assert_close(loss, loss_r, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x.grad, xr.grad, rtol=1e-12, atol=1e-12)
+    assert torch.equal(counts, counts_r)
+
+
+def test_max_pairs_above_candidates_is_all_pairs():
+    scores, grades = make_batch(10, TASK_KS, seed=4, missing=0.0)
+    a = se.pairwise_rank_loss(scores, grades, TASK_KS, max_pairs=45, generator=0)
+    b = se.pairwise_rank_loss(scores, grades, TASK_KS)
+    assert torch.equal(a, b)
+
+
+def test_deterministic_under_a_fixed_seed():
+    scores, grades = make_batch(30, TASK_KS, seed=5)
+    kw = dict(max_pairs=50, hard_fraction=0.5)
+    a = se.mined_pairs(scores, grades, TASK_KS, generator=123, **kw)
+    assert torch.equal(a, se.mined_pairs(scores, grades, TASK_KS, generator=123, **kw))
+    assert not torch.equal(a, se.mined_pairs(scores, grades, TASK_KS, generator=124, **kw))
+    # A torch.Generator in the same state draws the same pairs; its next draw differs.
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    b = se.mined_pairs(scores, grades, TASK_KS, generator=g1, **kw)
+    assert torch.equal(b, se.mined_pairs(scores, grades, TASK_KS, generator=g2, **kw))
+    assert not torch.equal(b, se.mined_pairs(scores, grades, TASK_KS, generator=g1, **kw))
+    # The loss draws the same pairs as mined_pairs for the same generator state.
+    g1, g2 = torch.Generator().manual_seed(8), torch.Generator().manual_seed(8)
+    pairs = se.mined_pairs(scores, grades, TASK_KS, generator=g1, **kw)
+    loss = se.pairwise_rank_loss(scores, grades, TASK_KS, generator=g2, **kw)
+    assert torch.equal(loss, ref.pairwise_rank_loss(scores, grades, TASK_KS, pairs=pairs))
+    # torch's default generator: reproducible under torch.manual_seed.
+    torch.manual_seed(0)
+    c = se.pairwise_rank_loss(scores, grades, TASK_KS, **kw)
+    torch.manual_seed(0)
+    assert torch.equal(c, se.pairwise_rank_loss(scores, grades, TASK_KS, **kw))
+
+
+def test_module_with_int_seed_is_reproducible_and_varies_per_call():
+    scores, grades = make_batch(30, TASK_KS, seed=6)
+    a, b = (se.PairwiseRankLoss(TASK_KS, max_pairs=40, hard_fraction=0.2, generator=3) for _ in range(2))
+    first = a(scores, grades)
+    assert torch.equal(first, b(scores, grades))
+    assert not torch.equal(first, a(scores, grades))
+
+
+def test_random_part_is_uniform():
+    # One task, 12 samples, all grades equal: 66 candidate pairs. The 10 hardest
+    # (largest |delta|) are fixed; 10 more are drawn from the other 56, so each
+    # of those should be kept with probability 10/56.
+    n, max_pairs, hard_fraction, draws = 12, 20, 0.5, 3000
+    scores = torch.arange(n, dtype=torch.float64).pow(1.5).unsqueeze(1)
+    grades = torch.zeros(n, 1, dtype=torch.long)
+    hard = pair_set(ref.mined_pairs(scores, grades, 2, max_pairs=10, hard_fraction=1.0)[0])
+    freq = torch.zeros(n, n)
+    for seed in range(draws):
+        kept = pair_set(se.mined_pairs(scores, grades, 2, max_pairs=max_pairs, hard_fraction=hard_fraction,
+                                       generator=seed)[0])
+        assert hard <= kept and len(kept) == max_pairs
+        for i, j in kept - hard:
+            freq[i, j] += 1
+    rest = [(i, j) for i in range(n) for j in range(i + 1, n) if (i, j) not in hard]
+    p = 10 / 56
+    observed = torch.tensor([freq[i, j].item() for i, j in rest]) / draws
+    sd = math.sqrt(p * (1 - p) / draws)
+    assert (observed - p).abs().max() < 5 * sd  # every pair within 5 standard deviations
+    chi2 = (((observed - p) * draws) ** 2 / (p * draws)).sum().item()
+    assert chi2 < 2 * len(rest)  # ~55 expected; a biased sampler lands far above

@@ -1,0 +1,127 @@
+"""Autograd, fake-tensor, opcheck, gradcheck, torch.compile and thread-count behaviour."""
+import pytest
+import torch
+
+import spinerank_ext as se
+
+from conftest import TASK_KS, make_batch
+
+ops = torch.ops.spinerank_ext
+
+
+def op_args(scores, grades, ks, *, max_pairs=-1, seed=None, pair_fn="squared_hinge", reduction="mean"):
+    return (scores, grades, list(ks), 10.0, 0.5, 1.5, 1.0, 0.25, True, pair_fn, 1.0, max_pairs, 0.7,
+            reduction, seed)
+
+
+def spread_scores(B, T, seed):
+    # Distinct, well-separated scores keep finite differences away from the
+    # hinge's kink and from changes of the mined set.
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randperm(B * T, generator=g).reshape(B, T).double() * 0.37 + torch.rand(B, T, generator=g, dtype=torch.float64) * 0.05)
+
+
+@pytest.mark.parametrize("pair_fn", ["squared_hinge", "logistic"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("mining", [None, 8])
+def test_gradcheck(pair_fn, reduction, mining):
+    ks = (4, 3, 5)
+    _, grades = make_batch(9, ks, seed=1)
+    scores = spread_scores(9, 3, 1).div(3).requires_grad_()
+    fn = lambda s: se.pairwise_rank_loss(s, grades, ks, pair_fn=pair_fn, task_reduction=reduction,  # noqa: E731
+                                         max_pairs=mining, hard_fraction=0.5, generator=4)
+    assert torch.autograd.gradcheck(fn, (scores,), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("mining", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_opcheck_forward(mining, reduction):
+    scores, grades = make_batch(20, TASK_KS, seed=2)
+    seed = torch.tensor(42) if mining else None
+    args = op_args(scores.requires_grad_(), grades, TASK_KS, max_pairs=30 if mining else -1, seed=seed,
+                   reduction=reduction)
+    torch.library.opcheck(ops.pairwise_rank_loss.default, args)
+
+
+def test_opcheck_backward_and_mined_pairs():
+    pair_grad = torch.randn(7, 3, dtype=torch.float64)
+    torch.library.opcheck(ops.pairwise_rank_loss_backward.default, (torch.tensor(0.5, dtype=torch.float64), pair_grad))
+    torch.library.opcheck(ops.pairwise_rank_loss_backward.default, (torch.rand(3, dtype=torch.float64), pair_grad))
+    scores, grades = make_batch(20, TASK_KS, seed=3)
+    torch.library.opcheck(ops.mined_pairs.default, (scores, grades, list(TASK_KS), 0.5, 1.5, 25, 0.7, torch.tensor(1)))
+
+
+def test_fake_tensor_shapes():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        scores = torch.empty(13, 11)
+        grades = torch.empty(13, 11, dtype=torch.long)
+        loss, pair_grad, counts = ops.pairwise_rank_loss(*op_args(scores, grades, TASK_KS, reduction="none"))
+        assert loss.shape == (11,) and pair_grad.shape == (13, 11) and counts.shape == (11, 2)
+        assert counts.dtype == torch.long
+        with pytest.raises(ValueError, match="num_grades has 3 entries"):
+            ops.pairwise_rank_loss(*op_args(scores, grades, (4, 4, 4)))
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_compile_fullgraph_forward_and_backward(dynamic):
+    ks = TASK_KS
+    loss_fn = se.PairwiseRankLoss(ks)
+
+    def step(scores, grades):
+        return loss_fn(scores * 1.5, grades)
+
+    compiled = torch.compile(step, fullgraph=True, dynamic=dynamic)
+    for B in (16, 24):
+        scores, grades = make_batch(B, ks, seed=B, dtype=torch.float32)
+        x, xc = scores.clone().requires_grad_(), scores.clone().requires_grad_()
+        eager = step(x, grades)
+        eager.backward()
+        out = compiled(xc, grades)
+        out.backward()
+        torch.testing.assert_close(out, eager)
+        torch.testing.assert_close(xc.grad, x.grad)
+
+
+def test_compile_fullgraph_with_mining():
+    def step(scores, grades):
+        return se.pairwise_rank_loss(scores, grades, TASK_KS, max_pairs=40, generator=7, task_reduction="none").sum()
+
+    compiled = torch.compile(step, fullgraph=True)
+    scores, grades = make_batch(30, TASK_KS, seed=8)
+    x, xc = scores.clone().requires_grad_(), scores.clone().requires_grad_()
+    step(x, grades).backward()
+    compiled(xc, grades).backward()
+    torch.testing.assert_close(xc.grad, x.grad)
+
+
+def test_results_do_not_depend_on_thread_count():
+    before = torch.get_num_threads()
+    # Large enough to use the thread pool (> 2^15 pairs over all tasks).
+    scores, grades = make_batch(300, TASK_KS, seed=9, dtype=torch.float32)
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for kw in ({}, dict(max_pairs=500, generator=3)):
+                x = scores.clone().requires_grad_()
+                loss, counts = se.pairwise_rank_loss(x, grades, TASK_KS, return_counts=True, task_reduction="none", **kw)
+                loss.sum().backward()
+                results.append((loss, x.grad, counts))
+    finally:
+        torch.set_num_threads(before)
+    for one, two in zip(results[:2], results[2:]):
+        for a, b in zip(one, two):
+            assert torch.equal(a, b)
+
+
+def test_double_backward_raises_instead_of_returning_a_wrong_hessian():
+    # The saved per-sample gradient is a constant to autograd, so a second
+    # derivative through it would silently be zero: it must raise instead.
+    scores, grades = make_batch(8, (4,), seed=10)
+    x = scores.clone().requires_grad_()
+    loss = se.pairwise_rank_loss(x, grades, 4)
+    (g,) = torch.autograd.grad(loss, x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(g.sum(), x)
