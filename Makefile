@@ -1,0 +1,38 @@
+# Quick start:  make demo  (build, then train score heads on toy data)
+#               make test  (build, then run the test suite)
+# Everything goes into a virtual environment in $(VENV). torch is pinned to the
+# CPU-capable version this project is tested with; override with TORCH=... .
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+
+SOURCES := pyproject.toml CMakeLists.txt $(wildcard cmake/* build_support/*.py csrc/*.* csrc/*/*.* spinerank_ext/*.py python/spinerank/*.py)
+
+.PHONY: demo test bench bench-smoke clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# The extension is rebuilt whenever a source changes.
+$(VENV)/.installed: $(BIN)/python $(SOURCES)
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet ".[test]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/python examples/train_toy.py
+
+test: $(VENV)/.installed
+	$(BIN)/pytest tests
+
+bench: $(VENV)/.installed
+	$(BIN)/pytest benchmarks --benchmark-json=benchmarks/results/cpu-pairwise_rank_loss.json
+	$(BIN)/python benchmarks/render_table.py benchmarks/results/cpu-pairwise_rank_loss.json
+
+# Every benchmark case once, untimed: they still check their results.
+bench-smoke: $(VENV)/.installed
+	$(BIN)/pytest benchmarks --benchmark-disable -q
+
+clean:
+	rm -rf build $(VENV) .torchinductor .pytest_cache .benchmarks
