@@ -8,10 +8,19 @@
 
 #include <optional>
 #include <string_view>
+#include <tuple>
 
 #include "pair_math.h"
 
 namespace spinerank {
+
+// The C++ signature of spinerank_ext::pairwise_rank_loss (schema: csrc/ops.cpp).
+using PairwiseRankLossSignature = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+    const at::Tensor& scores, const at::Tensor& grades, c10::IntArrayRef num_grades,
+    double scale, double margin_base, double margin_scale, double lambda_dis,
+    double lambda_sim, bool severity_weight, c10::string_view pair_fn, double sigma,
+    int64_t max_pairs, double hard_fraction, c10::string_view task_reduction,
+    const std::optional<at::Tensor>& seed);
 
 enum class TaskReduction : int { Mean = 0, Sum = 1, None = 2 };
 

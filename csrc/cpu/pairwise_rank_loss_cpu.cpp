@@ -361,6 +361,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_rank_loss_cpu(
   std::copy(task_losses.begin(), task_losses.end(), loss.data_ptr<double>());
   return {loss.to(scores.scalar_type()), pair_grad, counts};
 }
+static_assert(std::is_same_v<decltype(pairwise_rank_loss_cpu), PairwiseRankLossSignature>);
 
 at::Tensor mined_pairs_cpu(const at::Tensor& scores, const at::Tensor& grades,
                            c10::IntArrayRef num_grades, double margin_base, double margin_scale,
