@@ -135,9 +135,16 @@ class PairwiseRankLoss(torch.nn.Module):
     """SpineRank pairwise ranking loss; see :func:`pairwise_rank_loss`.
 
     ``loss_fn = PairwiseRankLoss(num_grades)`` then ``loss_fn(scores, grades)``.
-    The parameters are checked once, here. An int ``generator`` seeds a private
-    generator, so runs are reproducible while each call draws new random pairs.
-    The (T, 2) pair counts of the last call are kept in ``last_counts``.
+    The parameters are checked once, here. The (T, 2) pair counts of the last
+    call are kept in ``last_counts``.
+
+    Mining seeds: with an int ``generator`` the k-th call uses seed
+    ``generator + k``, kept in the int64 buffers ``mining_seed`` and
+    ``mining_step``. Runs are reproducible, every call draws new random pairs,
+    the stream resumes from a ``state_dict``, and it works under
+    ``torch.compile(fullgraph=True)``. A ``torch.Generator`` is used as given
+    (``torch.compile`` cannot trace generator objects); None uses torch's
+    default generator.
     """
 
     def __init__(self, num_grades, *, scale=10.0, margin_base=0.5, margin_scale=1.5,
@@ -157,7 +164,11 @@ class PairwiseRankLoss(torch.nn.Module):
         self.max_pairs, self.hard_fraction = max_pairs, float(hard_fraction)
         self.task_reduction = task_reduction
         if isinstance(generator, int):
-            generator = torch.Generator().manual_seed(generator)
+            self.register_buffer("mining_seed", torch.tensor(generator, dtype=torch.long))
+            self.register_buffer("mining_step", torch.zeros((), dtype=torch.long))
+            generator = None
+        else:
+            self.mining_seed = self.mining_step = None
         self.generator = generator
         self.last_counts: Optional[torch.Tensor] = None
 
@@ -167,6 +178,16 @@ class PairwiseRankLoss(torch.nn.Module):
             ks = self._ks[num_tasks] = _validate.num_grades_tuple(self.num_grades, num_tasks)
         return ks
 
+    def _next_seed(self) -> Optional[torch.Tensor]:
+        if self.max_pairs is None:
+            return None
+        if self.mining_seed is None:
+            return _mining_seed(self.max_pairs, self.generator)
+        seed = self.mining_seed + self.mining_step
+        with torch.no_grad():
+            self.mining_step.add_(1)
+        return seed
+
     def forward(self, scores: torch.Tensor, grades: torch.Tensor) -> torch.Tensor:
         _validate.scores_and_grades(scores, grades)
         ks = self._num_grades(scores.shape[1])
@@ -174,8 +195,7 @@ class PairwiseRankLoss(torch.nn.Module):
             loss, counts = _fused(
                 scores, grades, ks, self.scale, self.margin_base, self.margin_scale,
                 self.lambda_dis, self.lambda_sim, self.severity_weight, self.pair_fn, self.sigma,
-                self.max_pairs, self.hard_fraction, self.task_reduction,
-                _mining_seed(self.max_pairs, self.generator), True)
+                self.max_pairs, self.hard_fraction, self.task_reduction, self._next_seed(), True)
         else:
             loss, counts = reference.pairwise_rank_loss(
                 scores, grades, ks, scale=self.scale, margin_base=self.margin_base,
@@ -184,6 +204,8 @@ class PairwiseRankLoss(torch.nn.Module):
                 pair_fn=self.pair_fn, sigma=self.sigma, max_pairs=self.max_pairs,
                 hard_fraction=self.hard_fraction, task_reduction=self.task_reduction,
                 generator=self.generator, return_counts=True)
+            if self.mining_step is not None and self.max_pairs is not None:
+                self.mining_step.add_(1)
         self.last_counts = counts
         return loss
 

@@ -108,7 +108,15 @@ def test_module_with_int_seed_is_reproducible_and_varies_per_call():
     a, b = (se.PairwiseRankLoss(TASK_KS, max_pairs=40, hard_fraction=0.2, generator=3) for _ in range(2))
     first = a(scores, grades)
     assert torch.equal(first, b(scores, grades))
-    assert not torch.equal(first, a(scores, grades))
+    second = a(scores, grades)
+    assert not torch.equal(first, second)
+    # Call k uses seed generator + k, the same pairs as the functional form.
+    assert torch.equal(second, se.pairwise_rank_loss(scores, grades, TASK_KS, max_pairs=40, hard_fraction=0.2,
+                                                     generator=4))
+    # The stream resumes from a state_dict.
+    c = se.PairwiseRankLoss(TASK_KS, max_pairs=40, hard_fraction=0.2, generator=0)
+    c.load_state_dict(a.state_dict())
+    assert torch.equal(c(scores, grades), a(scores, grades))
 
 
 def test_random_part_is_uniform():
