@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define SPINERANK_HD __host__ __device__ __forceinline__
@@ -104,25 +105,22 @@ SPINERANK_HD double sim_factor(const LossParams& p, int64_t n_sim) {
 }
 
 // ---------------------------------------------------------------------------
-// Mining order. Pairs are identified by their batch rows (i, j), i < j.
+// Mining. Pairs are numbered in (i, j) lexicographic order, i < j, over a
+// task's valid samples in batch order.
 //
-// Hard part: larger hardness first; ties broken by smaller i, then smaller j.
-template <typename acc_t>
-SPINERANK_HD bool harder(acc_t h_a, int i_a, int j_a, acc_t h_b, int i_b, int j_b) {
-  if (h_a != h_b) return h_a > h_b;
-  if (i_a != i_b) return i_a < i_b;
-  return j_a < j_b;
-}
-
-// Random part: every candidate pair gets an independent 64-bit key from a
-// counter-based generator; the pairs with the smallest keys form a uniform
-// sample without replacement. The key depends only on (seed, task, i, j), so
-// the sample does not depend on traversal order, thread count or backend.
+// Hard part: larger hardness first; ties go to the smaller pair index (smaller
+// i, then smaller j). hardness_key below makes that two integer comparisons.
+//
+// Random part: Floyd's algorithm (uniform sampling without replacement) over
+// the non-hard pairs, fed by a Philox stream keyed by the seed and counted by
+// (draw, task). The sample depends on (seed, task, candidates) only: not on
+// thread count or backend.
 struct Philox4x32 {
   uint32_t x, y, z, w;
 };
 
-// Philox4x32-10 (Salmon et al., SC'11), the generator of Random123 and cuRAND.
+// Philox4x32-10 (Salmon et al., SC'11), the generator of Random123 and cuRAND;
+// tests/test_pair_math_header.py checks Random123's known answers.
 SPINERANK_HD Philox4x32 philox4x32_10(Philox4x32 ctr, uint32_t k0, uint32_t k1) {
   constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
   constexpr uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
@@ -139,17 +137,33 @@ SPINERANK_HD Philox4x32 philox4x32_10(Philox4x32 ctr, uint32_t k0, uint32_t k1) 
   return ctr;
 }
 
-SPINERANK_HD uint64_t pair_random_key(uint64_t seed, int task, int i, int j) {
-  const Philox4x32 r = philox4x32_10({uint32_t(i), uint32_t(j), uint32_t(task), 0u},
+// The draw-th 64-bit random number of a task's mining stream.
+SPINERANK_HD uint64_t mining_random(uint64_t seed, int task, uint64_t draw) {
+  const Philox4x32 r = philox4x32_10({uint32_t(draw), uint32_t(draw >> 32), uint32_t(task), 0u},
                                      uint32_t(seed), uint32_t(seed >> 32));
   return (uint64_t(r.x) << 32) | r.y;
 }
 
-// Random part order: smaller key first; ties (p ~ 2^-64) by smaller i, then j.
-SPINERANK_HD bool drawn_before(uint64_t k_a, int i_a, int j_a, uint64_t k_b, int i_b, int j_b) {
-  if (k_a != k_b) return k_a < k_b;
-  if (i_a != i_b) return i_a < i_b;
-  return j_a < j_b;
+// An integer in [0, n) from 64 random bits (multiply-high; bias <= n / 2^64).
+SPINERANK_HD uint64_t uniform_below(uint64_t bits, uint64_t n) {
+#if defined(__CUDA_ARCH__)
+  return __umul64hi(bits, n);
+#else
+  return uint64_t((unsigned __int128)bits * n >> 64);
+#endif
+}
+
+// Pairs (a, b), a < b, of n samples in lexicographic order: the first pair of
+// row a has index a * (2n - a - 1) / 2.
+SPINERANK_HD int64_t pair_row_offset(int64_t n, int64_t a) { return a * (2 * n - a - 1) / 2; }
+
+// An unsigned key with the order of the double h (h not NaN; -0 counts as +0),
+// so that "harder" is one integer comparison.
+SPINERANK_HD uint64_t hardness_key(double h) {
+  h += 0.0;  // -0.0 -> +0.0: equal hardness must give equal keys
+  uint64_t bits;
+  memcpy(&bits, &h, sizeof bits);
+  return (bits >> 63) ? ~bits : bits | (uint64_t(1) << 63);
 }
 
 // Split of max_pairs into the hard and the random part.

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <unordered_set>
 #include <vector>
 
 #include "pair_math.h"
@@ -157,84 +158,98 @@ struct Pair {
   int a, b;
 };
 
-// The pairs mining keeps for one task with more than max_pairs candidates,
-// sorted by (a, b): the k_hard hardest, then k_rand drawn uniformly without
-// replacement from the rest (smallest Philox keys).
+// The k hardest pairs of a task (hardness, then smaller a, then smaller b), as
+// pair indices in lexicographic order, sorted. Buffered selection: a buffer of
+// 2k candidates is cut back to the k hardest whenever it fills, and the k-th
+// hardest then rejects most later candidates with one comparison: O(P) time on
+// average, O(k) memory.
+std::vector<int64_t> hardest_pairs(const LossParams& p, const TaskSamples& ts, int K, int64_t k) {
+  if (k == 0) return {};
+  const int n = ts.n();
+  const double inv_km1 = 1.0 / double(K - 1);
+  // Larger key first; equal keys: smaller pair index, i.e. smaller a, then b.
+  struct Hard {
+    uint64_t key;
+    int64_t index;
+  };
+  auto harder_first = [](const Hard& u, const Hard& v) {
+    return u.key != v.key ? u.key > v.key : u.index < v.index;
+  };
+  std::vector<Hard> buf;
+  buf.reserve(2 * k);
+  auto keep_k = [&] {
+    std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), harder_first);
+    buf.resize(k);
+  };
+  bool full = false;  // once true, buf[k - 1] is the k-th hardest pair so far
+  int64_t index = 0;
+  for (int a = 0; a < n; ++a) {
+    for (int b = a + 1; b < n; ++b, ++index) {
+      const double h = pair_hardness(p, ts.s[a] - ts.s[b], ts.y[a] - ts.y[b], inv_km1);
+      const Hard c{hardness_key(h), index};
+      if (full && !harder_first(c, buf[k - 1])) continue;
+      buf.push_back(c);
+      if (int64_t(buf.size()) == 2 * k) {
+        keep_k();
+        full = true;
+      }
+    }
+  }
+  if (int64_t(buf.size()) > k) keep_k();
+  std::vector<int64_t> out;
+  out.reserve(buf.size());
+  for (const Hard& c : buf) out.push_back(c.index);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// k pair indices drawn uniformly without replacement from the P pairs that are
+// not in `hard` (sorted), by Floyd's algorithm on the task's Philox stream; sorted.
+std::vector<int64_t> random_pairs(int64_t P, const std::vector<int64_t>& hard, int64_t k,
+                                  uint64_t seed, int task) {
+  const int64_t M = P - int64_t(hard.size());
+  std::unordered_set<int64_t> drawn;
+  drawn.reserve(2 * k);
+  std::vector<int64_t> ranks;
+  ranks.reserve(k);
+  for (int64_t j = M - k; j < M; ++j) {
+    const int64_t r = int64_t(uniform_below(mining_random(seed, task, uint64_t(j)), uint64_t(j + 1)));
+    const int64_t pick = drawn.insert(r).second ? r : j;
+    if (pick == j) drawn.insert(j);
+    ranks.push_back(pick);
+  }
+  std::sort(ranks.begin(), ranks.end());
+  // The r-th pair not in `hard` is r + (number of hard pairs before it).
+  size_t h = 0;
+  for (int64_t& r : ranks) {
+    while (h < hard.size() && hard[h] <= r + int64_t(h)) ++h;
+    r += int64_t(h);
+  }
+  return ranks;
+}
+
+// The pairs mining keeps for a task with more than max_pairs candidates, sorted
+// by (a, b): the k_hard hardest, then k_rand drawn uniformly from the rest.
 std::vector<Pair> select_pairs(const LossParams& p, const TaskSamples& ts, int K,
                                int64_t max_pairs, double hard_fraction, uint64_t seed,
                                int task) {
-  const int n = ts.n();
-  const double* s = ts.s.data();
-  const int* y = ts.y.data();
-  const double inv_km1 = 1.0 / double(K - 1);
+  const int64_t n = ts.n();
+  const int64_t P = n * (n - 1) / 2;
   const int64_t k_hard = hard_pair_count(max_pairs, hard_fraction);
-  const int64_t k_rand = max_pairs - k_hard;
+  const std::vector<int64_t> hard = hardest_pairs(p, ts, K, k_hard);
+  const std::vector<int64_t> drawn = random_pairs(P, hard, max_pairs - k_hard, seed, task);
+  std::vector<int64_t> kept(hard.size() + drawn.size());
+  std::merge(hard.begin(), hard.end(), drawn.begin(), drawn.end(), kept.begin());
 
-  // Bounded heaps whose front is the candidate that would be dropped first.
-  struct Hard {
-    double h;
-    int a, b;
-  };
-  auto harder_first = [](const Hard& u, const Hard& v) {
-    return harder(u.h, u.a, u.b, v.h, v.a, v.b);
-  };
-  std::vector<Hard> hard;
-  hard.reserve(k_hard);
-  if (k_hard > 0) {
-    for (int a = 0; a < n; ++a) {
-      for (int b = a + 1; b < n; ++b) {
-        const Hard c{pair_hardness(p, s[a] - s[b], y[a] - y[b], inv_km1), a, b};
-        if (int64_t(hard.size()) < k_hard) {
-          hard.push_back(c);
-          std::push_heap(hard.begin(), hard.end(), harder_first);
-        } else if (harder_first(c, hard.front())) {
-          std::pop_heap(hard.begin(), hard.end(), harder_first);
-          hard.back() = c;
-          std::push_heap(hard.begin(), hard.end(), harder_first);
-        }
-      }
-    }
+  // Pair index -> (a, b), walking the rows once since `kept` is sorted.
+  std::vector<Pair> pairs;
+  pairs.reserve(kept.size());
+  int64_t a = 0;
+  for (const int64_t q : kept) {
+    while (pair_row_offset(n, a + 1) <= q) ++a;
+    pairs.push_back({int(a), int(a + 1 + (q - pair_row_offset(n, a)))});
   }
-  std::vector<Pair> kept;
-  kept.reserve(max_pairs);
-  for (const Hard& c : hard) kept.push_back({c.a, c.b});
-  auto by_position = [](const Pair& u, const Pair& v) {
-    return u.a != v.a ? u.a < v.a : u.b < v.b;
-  };
-  std::sort(kept.begin(), kept.end(), by_position);
-
-  struct Drawn {
-    uint64_t key;
-    int a, b;
-  };
-  auto drawn_first = [](const Drawn& u, const Drawn& v) {
-    return drawn_before(u.key, u.a, u.b, v.key, v.a, v.b);
-  };
-  std::vector<Drawn> drawn;
-  drawn.reserve(k_rand);
-  if (k_rand > 0) {
-    size_t next_hard = 0;  // kept is sorted: skip the hard pairs in one sweep
-    for (int a = 0; a < n; ++a) {
-      for (int b = a + 1; b < n; ++b) {
-        if (next_hard < kept.size() && kept[next_hard].a == a && kept[next_hard].b == b) {
-          ++next_hard;
-          continue;
-        }
-        const Drawn c{pair_random_key(seed, task, ts.row[a], ts.row[b]), a, b};
-        if (int64_t(drawn.size()) < k_rand) {
-          drawn.push_back(c);
-          std::push_heap(drawn.begin(), drawn.end(), drawn_first);
-        } else if (drawn_first(c, drawn.front())) {
-          std::pop_heap(drawn.begin(), drawn.end(), drawn_first);
-          drawn.back() = c;
-          std::push_heap(drawn.begin(), drawn.end(), drawn_first);
-        }
-      }
-    }
-  }
-  for (const Drawn& c : drawn) kept.push_back({c.a, c.b});
-  std::sort(kept.begin(), kept.end(), by_position);
-  return kept;
+  return pairs;
 }
 
 template <PairFn F>
@@ -280,11 +295,13 @@ TaskLoss task_loss(const LossParams& p, const TaskSamples& ts, int K, int64_t ma
   return kept_pairs_loss<F>(p, ts, K, kept, g);
 }
 
-// Tasks per thread: all of them (no thread pool) when the whole batch has too
-// few pairs to pay for waking the pool (measured: ~10 us on 2 cores).
-int64_t task_grain(int64_t B, int64_t T) {
-  constexpr int64_t kMinParallelPairs = 1 << 15;
-  return B * (B - 1) / 2 * T < kMinParallelPairs ? std::max<int64_t>(T, 1) : 1;
+// Tasks per thread: all of them (no thread pool) when the batch has too little
+// work to pay for waking the pool (~10 us on 2 cores). A mined pair costs
+// ~20 ns (selection), an all-pairs pair ~0.5 ns.
+int64_t task_grain(int64_t B, int64_t T, bool mining) {
+  constexpr int64_t kMinParallelWork = 1 << 15;
+  const int64_t work = B * (B - 1) / 2 * T * (mining ? 40 : 1);
+  return work < kMinParallelWork ? std::max<int64_t>(T, 1) : 1;
 }
 
 uint64_t read_seed(int64_t max_pairs, const std::optional<at::Tensor>& seed) {
@@ -328,7 +345,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_rank_loss_cpu(
 
       scalar_t_* gp = pair_grad.data_ptr<scalar_t_>();
       int64_t* cp = counts.data_ptr<int64_t>();
-      at::parallel_for(0, T, task_grain(B, T), [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, T, task_grain(B, T, max_pairs != -1), [&](int64_t begin, int64_t end) {
         for (int64_t t = begin; t < end; ++t) {
           const TaskSamples ts = gather_task(sp, yp, B, T, t);
           std::vector<double> g(ts.n(), 0.0);
@@ -386,7 +403,7 @@ at::Tensor mined_pairs_cpu(const at::Tensor& scores, const at::Tensor& grades,
       const scalar_t_* sp = s.const_data_ptr<scalar_t_>();
       const index_t* yp = y.const_data_ptr<index_t>();
       check_values(sp, yp, B, T, num_grades);
-      at::parallel_for(0, T, task_grain(B, T), [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, T, task_grain(B, T, true), [&](int64_t begin, int64_t end) {
         for (int64_t t = begin; t < end; ++t) {
           const TaskSamples ts = gather_task(sp, yp, B, T, t);
           const int64_t n = ts.n();
