@@ -10,34 +10,46 @@ import sys
 from collections import defaultdict
 
 
-def render(path):
-    data = json.load(open(path))
-    machine = data["machine_info"]
-    medians = defaultdict(dict)
-    for bench in data["benchmarks"]:
-        info = bench["extra_info"]
-        medians[info["B"]][info["impl"]] = bench["stats"]["median"]
+def fmt(seconds):
+    return f"{seconds * 1e3:.3f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def table(medians, title):
     baselines = [i for i in ("reference", "reference_compiled") if any(i in m for m in medians.values())]
     lines = [
-        f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cpu_count', '?')} cores "
-        f"({machine.get('torch_threads', '?')} torch threads), torch {machine.get('torch', '?')}, "
-        f"Python {machine.get('python_version', '?')}; {data['datetime'][:10]}. Median of "
-        f"pytest-benchmark rounds, forward + backward, T = 11, all pairs, float32.",
+        title,
         "",
-        "| B | fused | " + " | ".join(f"{b} | {b} / fused" for b in baselines) + " |",
-        "|---:|---:|" + "---:|---:|" * len(baselines),
+        "| B | pairs | fused | " + " | ".join(f"{b} | {b} / fused" for b in baselines) + " |",
+        "|---:|---|---:|" + "---:|---:|" * len(baselines),
     ]
-
-    def fmt(seconds):
-        return f"{seconds * 1e3:.3f} ms" if seconds < 1 else f"{seconds:.2f} s"
-
-    for B in sorted(medians):
-        row = medians[B]
-        cells = [str(B), fmt(row["fused"])]
+    for (B, pairs), row in sorted(medians.items()):
+        cells = [str(B), pairs, fmt(row["fused"])]
         for b in baselines:
             cells += [fmt(row[b]), f"{row[b] / row['fused']:.1f}×"] if b in row else ["–", "–"]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return lines
+
+
+def render(path):
+    data = json.load(open(path))
+    machine = data["machine_info"]
+    by_kind = defaultdict(lambda: defaultdict(dict))
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        kind = "all" if info.get("pairs", "all") == "all" else "mined"
+        by_kind[kind][(info["B"], info.get("pairs", "all"))][info["impl"]] = bench["stats"]["median"]
+    lines = [
+        f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cpu_count', '?')} cores "
+        f"({machine.get('torch_threads', '?')} torch threads), torch {machine.get('torch', '?')}, "
+        f"Python {machine.get('python_version', '?')}; {data['datetime'][:10]}. Medians of "
+        "pytest-benchmark rounds; forward + backward, T = 11, float32.",
+        "",
+    ]
+    if by_kind["all"]:
+        lines += table(by_kind["all"], "All pairs:") + [""]
+    if by_kind["mined"]:
+        lines += table(by_kind["mined"], "Mined (max_pairs = 4 B per task, hard_fraction = 0.7):")
+    return "\n".join(lines).rstrip()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
     python benchmarks/render_table.py benchmarks/results/cpu-pairwise_rank_loss.json
 
 Each case times one training step of the loss: forward and backward, T = 11
-tasks of the default task table, all pairs, float32, 20% missing grades.
+tasks of the default task table, float32, 20% missing grades; all pairs, or
+mined (max_pairs = 4 B per task, hard_fraction = 0.7).
 """
 import pytest
 import torch
@@ -44,9 +45,29 @@ def test_loss_fwd_bwd(benchmark, impl, B):
     for _ in range(3):  # compile (reference_compiled) and warm caches outside the timing
         step()
     benchmark.group = f"pairwise_rank_loss fwd+bwd, B={B}, T=11, float32"
-    benchmark.extra_info.update(impl=impl, B=B, T=len(TASK_KS))
+    benchmark.extra_info.update(impl=impl, B=B, T=len(TASK_KS), pairs="all")
     benchmark(step)
     # The result is right, not just fast.
     expected = batch(B)[0].detach().requires_grad_()
     reference.pairwise_rank_loss(expected, grades, TASK_KS).backward()
     torch.testing.assert_close(scores.grad, expected.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("B", SIZES, ids=[f"B{b}" for b in SIZES])
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+def test_loss_mined_fwd_bwd(benchmark, impl, B):
+    # The compiled reference is left out: its mining has data-dependent shapes.
+    scores, grades = batch(B)
+    fn = IMPLS[impl]
+    max_pairs = 4 * B
+
+    def step():
+        scores.grad = None
+        fn(scores, grades, TASK_KS, max_pairs=max_pairs, hard_fraction=0.7, generator=0).backward()
+
+    for _ in range(3):
+        step()
+    benchmark.group = f"pairwise_rank_loss mined fwd+bwd, B={B}, max_pairs={max_pairs}"
+    benchmark.extra_info.update(impl=impl, B=B, T=len(TASK_KS), pairs=f"mined {max_pairs}")
+    benchmark(step)
+    assert torch.isfinite(scores.grad).all()

@@ -191,11 +191,12 @@ class PairwiseRankLoss(torch.nn.Module):
     def forward(self, scores: torch.Tensor, grades: torch.Tensor) -> torch.Tensor:
         _validate.scores_and_grades(scores, grades)
         ks = self._num_grades(scores.shape[1])
+        seed = self._next_seed()
         if _library.LOADED:
             loss, counts = _fused(
                 scores, grades, ks, self.scale, self.margin_base, self.margin_scale,
                 self.lambda_dis, self.lambda_sim, self.severity_weight, self.pair_fn, self.sigma,
-                self.max_pairs, self.hard_fraction, self.task_reduction, self._next_seed(), True)
+                self.max_pairs, self.hard_fraction, self.task_reduction, seed, True)
         else:
             loss, counts = reference.pairwise_rank_loss(
                 scores, grades, ks, scale=self.scale, margin_base=self.margin_base,
@@ -203,9 +204,8 @@ class PairwiseRankLoss(torch.nn.Module):
                 lambda_sim=self.lambda_sim, severity_weight=self.severity_weight,
                 pair_fn=self.pair_fn, sigma=self.sigma, max_pairs=self.max_pairs,
                 hard_fraction=self.hard_fraction, task_reduction=self.task_reduction,
-                generator=self.generator, return_counts=True)
-            if self.mining_step is not None and self.max_pairs is not None:
-                self.mining_step.add_(1)
+                generator=self.generator if self.mining_seed is None or seed is None else int(seed),
+                return_counts=True)
         self.last_counts = counts
         return loss
 

@@ -56,7 +56,8 @@ def mined_pairs(scores, grades, num_grades, *, margin_base=0.5, margin_scale=1.5
 
     Per task with more than ``max_pairs`` valid pairs: the floor(max_pairs *
     hard_fraction) hardest (ties: smaller i, then smaller j), then the rest drawn
-    uniformly without replacement (``torch.randperm``) from the remaining pairs.
+    uniformly without replacement (``torch.randperm`` with ``generator``, a
+    torch.Generator, an int seed or None) from the remaining pairs.
     Tasks with fewer candidates keep them all. Sorted by (i, j).
     """
     _validate.scores_and_grades(scores, grades)
@@ -69,6 +70,8 @@ def mined_pairs(scores, grades, num_grades, *, margin_base=0.5, margin_scale=1.5
     i, j = _all_pairs(B, scores.device)
     out = torch.full((T, max_pairs, 2), -1, dtype=torch.long, device=scores.device)
     k_hard = min(max_pairs, math.floor(max_pairs * hard_fraction))
+    if isinstance(generator, int):
+        generator = torch.Generator(scores.device).manual_seed(generator)
     for t in range(T):
         s, y = scores[:, t].detach(), grades[:, t].long()
         candidates = ((y[i] >= 0) & (y[j] >= 0)).nonzero().flatten()

@@ -49,6 +49,9 @@ def test_missing_library_falls_back_with_a_warning_or_raises_when_required(tmp_p
         loss = se.PairwiseRankLoss(4)(s, y)
         loss.backward()
         assert torch.allclose(loss, se.reference.pairwise_rank_loss(s, y, 4))
+        mined = [se.PairwiseRankLoss(4, max_pairs=5, generator=3) for _ in range(2)]
+        assert torch.equal(mined[0](s, y), mined[1](s, y))  # int seeds reproducible
+        assert int(mined[0].mining_step) == 1
         print("fallback ok")
     """
     out = run_python(code, {"PYTHONPATH": str(tmp_path), "SPINERANK_EXT_REQUIRE_COMPILED": "0"})

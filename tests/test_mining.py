@@ -141,3 +141,12 @@ def test_random_part_is_uniform():
     assert (observed - p).abs().max() < 5 * sd  # every pair within 5 standard deviations
     chi2 = (((observed - p) * draws) ** 2 / (p * draws)).sum().item()
     assert chi2 < 2 * len(rest)  # ~55 expected; a biased sampler lands far above
+
+
+def test_reference_mining_accepts_every_generator_kind():
+    scores, grades = make_batch(20, (4, 4), seed=13)
+    kw = dict(max_pairs=30, hard_fraction=0.5)
+    a = ref.mined_pairs(scores, grades, 4, generator=5, **kw)
+    assert torch.equal(a, ref.mined_pairs(scores, grades, 4, generator=5, **kw))
+    assert torch.equal(a, ref.mined_pairs(scores, grades, 4, generator=torch.Generator().manual_seed(5), **kw))
+    assert ref.mined_pairs(scores, grades, 4, generator=None, **kw).shape == (2, 30, 2)
