@@ -3,8 +3,8 @@
 // Work is split over tasks: each task is computed start to finish by one thread,
 // in a fixed order, so results do not depend on the number of threads. Scores
 // are accumulated in double whatever their dtype. No (B, B) or pair-list tensor
-// is allocated: all pairs are visited in one pass that accumulates the loss and
-// the per-sample gradient; mining keeps bounded heaps of max_pairs candidates.
+// is allocated: one pass over a task's pairs accumulates the loss, the pair
+// counts and the per-sample gradient; mining holds O(max_pairs) candidates.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
