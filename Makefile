@@ -16,7 +16,7 @@ $(BIN)/python:
 
 # The extension is rebuilt whenever a source changes.
 $(VENV)/.installed: $(BIN)/python $(SOURCES)
-	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet ".[test]"
 	touch $@
 
