@@ -59,3 +59,13 @@ def test_missing_library_falls_back_with_a_warning_or_raises_when_required(tmp_p
     assert "fallback ok" in out.stdout
     out = run_python("import spinerank_ext", {"PYTHONPATH": str(tmp_path), "SPINERANK_EXT_REQUIRE_COMPILED": "1"})
     assert out.returncode != 0 and "compiled library spinerank_ext/_C.so was not found" in out.stderr
+
+
+def test_wheel_requires_the_torch_it_was_built_against():
+    from importlib import metadata
+
+    from spinerank_ext import _build_info
+
+    running = torch.__version__.split("+", 1)[0]
+    assert _build_info.TORCH_VERSION == running
+    assert f"torch=={running}" in metadata.requires("spinerank_ext")
