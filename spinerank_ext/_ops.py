@@ -2,6 +2,8 @@
 
 The schemas, the CPU/CUDA kernels and the autograd formula are registered in
 C++ (csrc/); what torch.compile and torch.export need on top is registered here.
+Autograd is in C++ (csrc/autograd.cpp) rather than torch.library.register_autograd
+because that Python wrapper costs more than the fused kernel at small B.
 """
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import torch
 
 from . import _validate
 
-ops = torch.ops.spinerank_ext
 
 
 @torch.library.register_fake("spinerank_ext::pairwise_rank_loss")
@@ -37,6 +38,3 @@ def _mined_pairs_fake(scores, grades, num_grades, margin_base, margin_scale, max
     _validate.num_grades_tuple(list(num_grades), scores.shape[1])
     _validate.mining(max_pairs, hard_fraction)
     return scores.new_empty((scores.shape[1], max_pairs, 2), dtype=torch.long)
-
-# Autograd of pairwise_rank_loss is registered in C++ (csrc/autograd.cpp): the
-# Python register_autograd wrapper costs more than the fused kernel at small B.
