@@ -32,41 +32,75 @@ struct TaskSamples {
   int n() const { return int(s.size()); }
 };
 
-template <typename scalar_t, typename grade_t>
-TaskSamples gather_task(const scalar_t* scores, const grade_t* grades, int64_t B, int64_t T,
-                        int64_t t) {
-  TaskSamples ts;
-  for (int64_t b = 0; b < B; ++b) {
-    const grade_t y = grades[b * T + t];
-    if (y < 0) continue;
-    ts.s.push_back(double(scores[b * T + t]));
-    ts.y.push_back(int(y));
-    ts.row.push_back(int(b));
-  }
-  return ts;
+// Tasks per thread: all of them (no thread pool) when the batch has too little
+// work to pay for waking the pool (~10 us on 2 cores). A mined pair costs
+// ~20 ns (selection), an all-pairs pair ~0.5 ns.
+int64_t task_grain(int64_t B, int64_t T, bool mining) {
+  constexpr int64_t kMinParallelWork = 1 << 15;
+  const int64_t work = B * (B - 1) / 2 * T * (mining ? 40 : 1);
+  return work < kMinParallelWork ? std::max<int64_t>(T, 1) : 1;
 }
 
 // Rejects non-finite scores and out-of-range grades, naming row, task and value,
 // and counts each task's valid samples. Serial and in batch order, so the first
 // offending entry is always the one reported.
-template <typename scalar_t, typename grade_t>
-std::vector<int64_t> check_values(const scalar_t* scores, const grade_t* grades, int64_t B,
-                                  int64_t T, c10::IntArrayRef num_grades) {
+std::vector<int64_t> check_values(const at::Tensor& scores, const at::Tensor& grades,
+                                  c10::IntArrayRef num_grades) {
+  const int64_t B = scores.size(0), T = scores.size(1);
   std::vector<int64_t> n_valid(T, 0);
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t t = 0; t < T; ++t) {
-      const grade_t y = grades[b * T + t];
-      if (y < 0) continue;  // missing
-      TORCH_CHECK_VALUE(int64_t(y) < num_grades[t], "grade ", int64_t(y), " at row ", b,
-                        ", task ", t, " is out of range: task ", t, " has K = ", num_grades[t],
-                        " grades (0..", num_grades[t] - 1, "; negative = missing)");
-      const double s = double(scores[b * T + t]);
-      TORCH_CHECK_VALUE(std::isfinite(s), "scores must be finite: got ", s, " at row ", b,
-                        ", task ", t);
-      ++n_valid[t];
-    }
-  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(), "check_values", [&] {
+    using scalar_t_ = scalar_t;
+    AT_DISPATCH_INDEX_TYPES(grades.scalar_type(), "check_values_grades", [&] {
+      const scalar_t_* sp = scores.const_data_ptr<scalar_t_>();
+      const index_t* yp = grades.const_data_ptr<index_t>();
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t t = 0; t < T; ++t) {
+          const int64_t grade = yp[b * T + t];
+          if (grade < 0) continue;  // missing
+          TORCH_CHECK_VALUE(grade < num_grades[t], "grade ", grade, " at row ", b, ", task ", t,
+                            " is out of range: task ", t, " has K = ", num_grades[t],
+                            " grades (0..", num_grades[t] - 1, "; negative = missing)");
+          const double score = double(sp[b * T + t]);
+          TORCH_CHECK_VALUE(std::isfinite(score), "scores must be finite: got ", score,
+                            " at row ", b, ", task ", t);
+          ++n_valid[t];
+        }
+      }
+    });
+  });
   return n_valid;
+}
+
+// Task t's valid samples, in batch order, from contiguous (B, T) inputs. With
+// write_task_grad, the only dtype-dependent code: everything between is double.
+TaskSamples gather_task(const at::Tensor& scores, const at::Tensor& grades, int64_t t) {
+  const int64_t B = scores.size(0), T = scores.size(1);
+  TaskSamples ts;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(), "gather_task", [&] {
+    using scalar_t_ = scalar_t;
+    AT_DISPATCH_INDEX_TYPES(grades.scalar_type(), "gather_task_grades", [&] {
+      const scalar_t_* sp = scores.const_data_ptr<scalar_t_>();
+      const index_t* yp = grades.const_data_ptr<index_t>();
+      for (int64_t b = 0; b < B; ++b) {
+        const index_t grade = yp[b * T + t];
+        if (grade < 0) continue;
+        ts.s.push_back(double(sp[b * T + t]));
+        ts.y.push_back(int(grade));
+        ts.row.push_back(int(b));
+      }
+    });
+  });
+  return ts;
+}
+
+// pair_grad[row, t] = factor * g[a] for task t's valid samples (the rest stays 0).
+void write_task_grad(at::Tensor& pair_grad, const TaskSamples& ts, const std::vector<double>& g,
+                     double factor, int64_t t) {
+  const int64_t T = pair_grad.size(1);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pair_grad.scalar_type(), "write_task_grad", [&] {
+    scalar_t* gp = pair_grad.data_ptr<scalar_t>();
+    for (int a = 0; a < ts.n(); ++a) gp[int64_t(ts.row[a]) * T + t] = scalar_t(g[a] * factor);
+  });
 }
 
 struct TaskLoss {
@@ -228,13 +262,21 @@ std::vector<int64_t> random_pairs(int64_t P, const std::vector<int64_t>& hard, i
   return ranks;
 }
 
-// The pairs mining keeps for a task with more than max_pairs candidates, sorted
-// by (a, b): the k_hard hardest, then k_rand drawn uniformly from the rest.
+// The pairs mining keeps for a task, sorted by (a, b): all of them when there
+// are at most max_pairs, else the k_hard hardest and k_rand drawn uniformly
+// from the rest.
 std::vector<Pair> select_pairs(const LossParams& p, const TaskSamples& ts, int K,
                                int64_t max_pairs, double hard_fraction, uint64_t seed,
                                int task) {
   const int64_t n = ts.n();
   const int64_t P = n * (n - 1) / 2;
+  if (P <= max_pairs) {
+    std::vector<Pair> all;
+    all.reserve(P);
+    for (int a = 0; a < n; ++a)
+      for (int b = a + 1; b < n; ++b) all.push_back({a, b});
+    return all;
+  }
   const int64_t k_hard = hard_pair_count(max_pairs, hard_fraction);
   const std::vector<int64_t> hard = hardest_pairs(p, ts, K, k_hard);
   const std::vector<int64_t> drawn = random_pairs(P, hard, max_pairs - k_hard, seed, task);
@@ -295,15 +337,6 @@ TaskLoss task_loss(const LossParams& p, const TaskSamples& ts, int K, int64_t ma
   return kept_pairs_loss<F>(p, ts, K, kept, g);
 }
 
-// Tasks per thread: all of them (no thread pool) when the batch has too little
-// work to pay for waking the pool (~10 us on 2 cores). A mined pair costs
-// ~20 ns (selection), an all-pairs pair ~0.5 ns.
-int64_t task_grain(int64_t B, int64_t T, bool mining) {
-  constexpr int64_t kMinParallelWork = 1 << 15;
-  const int64_t work = B * (B - 1) / 2 * T * (mining ? 40 : 1);
-  return work < kMinParallelWork ? std::max<int64_t>(T, 1) : 1;
-}
-
 uint64_t read_seed(int64_t max_pairs, const std::optional<at::Tensor>& seed) {
   if (max_pairs == -1) return 0;
   TORCH_CHECK_VALUE(seed->device().is_cpu(), "seed must be a CPU tensor for CPU inputs");
@@ -326,56 +359,44 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_rank_loss_cpu(
   const int64_t B = scores.size(0), T = scores.size(1);
   const at::Tensor s = scores.contiguous();
   const at::Tensor y = grades.contiguous();
+  const std::vector<int64_t> n_valid = check_values(s, y, num_grades);
+  // A task has pairs iff it has two valid samples (mining keeps >= 1 pair), so
+  // the "mean" factor is known before any pair is visited.
+  int64_t non_empty = 0;
+  for (int64_t n : n_valid) non_empty += n >= 2;
+  const double reduce_factor =
+      reduction == TaskReduction::Mean ? 1.0 / double(std::max<int64_t>(1, non_empty)) : 1.0;
+
   at::Tensor pair_grad = at::zeros({B, T}, scores.options());
-  at::Tensor counts = at::zeros({T, 2}, scores.options().dtype(at::kLong));
-  std::vector<double> task_losses(T, 0.0);
-
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "pairwise_rank_loss_cpu", [&] {
-    using scalar_t_ = scalar_t;
-    AT_DISPATCH_INDEX_TYPES(y.scalar_type(), "pairwise_rank_loss_cpu_grades", [&] {
-      const scalar_t_* sp = s.const_data_ptr<scalar_t_>();
-      const index_t* yp = y.const_data_ptr<index_t>();
-      const std::vector<int64_t> n_valid = check_values(sp, yp, B, T, num_grades);
-      // A task has pairs iff it has two valid samples (mining keeps >= 1 pair),
-      // so the "mean" factor is known before any pair is visited.
-      int64_t non_empty = 0;
-      for (int64_t n : n_valid) non_empty += n >= 2;
-      const double grad_factor =
-          reduction == TaskReduction::Mean ? 1.0 / double(std::max<int64_t>(1, non_empty)) : 1.0;
-
-      scalar_t_* gp = pair_grad.data_ptr<scalar_t_>();
-      int64_t* cp = counts.data_ptr<int64_t>();
-      at::parallel_for(0, T, task_grain(B, T, max_pairs != -1), [&](int64_t begin, int64_t end) {
-        for (int64_t t = begin; t < end; ++t) {
-          const TaskSamples ts = gather_task(sp, yp, B, T, t);
-          std::vector<double> g(ts.n(), 0.0);
-          const int K = int(num_grades[t]);
-          const TaskLoss r =
-              p.pair_fn == PairFn::SquaredHinge
-                  ? task_loss<PairFn::SquaredHinge>(p, ts, K, max_pairs, hard_fraction,
-                                                    seed_value, int(t), g.data())
-                  : task_loss<PairFn::Logistic>(p, ts, K, max_pairs, hard_fraction, seed_value,
-                                                int(t), g.data());
-          for (int a = 0; a < ts.n(); ++a) {
-            gp[int64_t(ts.row[a]) * T + t] = scalar_t_(g[a] * grad_factor);
-          }
-          task_losses[t] = r.loss;
-          cp[2 * t] = r.n_dis;
-          cp[2 * t + 1] = r.n_sim;
-        }
-      });
-      if (reduction != TaskReduction::None) {
-        double total = 0.0;  // task order: the sum does not depend on threads
-        for (double l : task_losses) total += l;
-        task_losses.assign(1, total * grad_factor);
-      }
-    });
+  std::vector<TaskLoss> results(T);
+  // One parallel region: each thread gathers, computes and writes back its tasks.
+  at::parallel_for(0, T, task_grain(B, T, max_pairs != -1), [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const TaskSamples ts = gather_task(s, y, t);
+      std::vector<double> g(ts.n(), 0.0);
+      const int K = int(num_grades[t]);
+      results[t] = p.pair_fn == PairFn::SquaredHinge
+                       ? task_loss<PairFn::SquaredHinge>(p, ts, K, max_pairs, hard_fraction,
+                                                         seed_value, int(t), g.data())
+                       : task_loss<PairFn::Logistic>(p, ts, K, max_pairs, hard_fraction,
+                                                     seed_value, int(t), g.data());
+      write_task_grad(pair_grad, ts, g, reduce_factor, t);
+    }
   });
 
-  at::Tensor loss = reduction == TaskReduction::None
-                        ? at::empty({T}, scores.options().dtype(at::kDouble))
-                        : at::empty({}, scores.options().dtype(at::kDouble));
-  std::copy(task_losses.begin(), task_losses.end(), loss.data_ptr<double>());
+  at::Tensor counts = at::empty({T, 2}, scores.options().dtype(at::kLong));
+  at::Tensor loss = at::empty(reduction == TaskReduction::None ? c10::IntArrayRef{T} : c10::IntArrayRef{},
+                              scores.options().dtype(at::kDouble));
+  int64_t* cp = counts.data_ptr<int64_t>();
+  double* lp = loss.data_ptr<double>();
+  double total = 0.0;  // in task order: the sum does not depend on threads
+  for (int64_t t = 0; t < T; ++t) {
+    cp[2 * t] = results[t].n_dis;
+    cp[2 * t + 1] = results[t].n_sim;
+    if (reduction == TaskReduction::None) lp[t] = results[t].loss;
+    total += results[t].loss;
+  }
+  if (reduction != TaskReduction::None) *lp = total * reduce_factor;
   return {loss.to(scores.scalar_type()), pair_grad, counts};
 }
 static_assert(std::is_same_v<decltype(pairwise_rank_loss_cpu), PairwiseRankLossSignature>);
@@ -394,35 +415,20 @@ at::Tensor mined_pairs_cpu(const at::Tensor& scores, const at::Tensor& grades,
   const int64_t B = scores.size(0), T = scores.size(1);
   const at::Tensor s = scores.contiguous();
   const at::Tensor y = grades.contiguous();
+  check_values(s, y, num_grades);
   at::Tensor out = at::full({T, max_pairs, 2}, -1, scores.options().dtype(at::kLong));
   int64_t* op = out.data_ptr<int64_t>();
-
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "mined_pairs_cpu", [&] {
-    using scalar_t_ = scalar_t;
-    AT_DISPATCH_INDEX_TYPES(y.scalar_type(), "mined_pairs_cpu_grades", [&] {
-      const scalar_t_* sp = s.const_data_ptr<scalar_t_>();
-      const index_t* yp = y.const_data_ptr<index_t>();
-      check_values(sp, yp, B, T, num_grades);
-      at::parallel_for(0, T, task_grain(B, T, true), [&](int64_t begin, int64_t end) {
-        for (int64_t t = begin; t < end; ++t) {
-          const TaskSamples ts = gather_task(sp, yp, B, T, t);
-          const int64_t n = ts.n();
-          std::vector<Pair> kept;
-          if (n * (n - 1) / 2 > max_pairs) {
-            kept = select_pairs(p, ts, int(num_grades[t]), max_pairs, hard_fraction, seed_value,
-                                int(t));
-          } else {
-            for (int a = 0; a < n; ++a)
-              for (int b = a + 1; b < n; ++b) kept.push_back({a, b});
-          }
-          int64_t* row = op + t * max_pairs * 2;
-          for (size_t k = 0; k < kept.size(); ++k) {
-            row[2 * k] = ts.row[kept[k].a];
-            row[2 * k + 1] = ts.row[kept[k].b];
-          }
-        }
-      });
-    });
+  at::parallel_for(0, T, task_grain(B, T, true), [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const TaskSamples ts = gather_task(s, y, t);
+      const std::vector<Pair> kept =
+          select_pairs(p, ts, int(num_grades[t]), max_pairs, hard_fraction, seed_value, int(t));
+      int64_t* row = op + t * max_pairs * 2;
+      for (size_t k = 0; k < kept.size(); ++k) {
+        row[2 * k] = ts.row[kept[k].a];
+        row[2 * k + 1] = ts.row[kept[k].b];
+      }
+    }
   });
   return out;
 }
