@@ -1,13 +1,14 @@
 """The SpineRank pairwise ranking loss: functional form and nn.Module."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional, Sequence, Union
 
 import torch
 
 from . import _library, _validate, reference
 
-__all__ = ["pairwise_rank_loss", "mined_pairs", "PairwiseRankLoss"]
+__all__ = ["pairwise_rank_loss", "mined_pairs", "PairwiseRankLoss", "LossOptions"]
 
 Generator = Union[torch.Generator, int, None]
 _SEED_HIGH = 2**63 - 1
@@ -27,6 +28,45 @@ def _mining_seed(max_pairs, generator: Generator) -> Optional[torch.Tensor]:
 
 def _grades_for_kernel(grades: torch.Tensor) -> torch.Tensor:
     return grades if grades.dtype in (torch.int64, torch.int32) else grades.long()
+
+
+@dataclasses.dataclass(frozen=True)
+class LossOptions:
+    """The hyper-parameters of the SpineRank loss, checked once at construction."""
+
+    scale: float = 10.0
+    margin_base: float = 0.5
+    margin_scale: float = 1.5
+    lambda_dis: float = 1.0
+    lambda_sim: float = 0.25
+    severity_weight: bool = True
+    pair_fn: str = "squared_hinge"
+    sigma: float = 1.0
+    max_pairs: Optional[int] = None
+    hard_fraction: float = 0.7
+    task_reduction: str = "mean"
+
+    def __post_init__(self):
+        _validate.loss_params(pair_fn=self.pair_fn, sigma=self.sigma, max_pairs=self.max_pairs,
+                              hard_fraction=self.hard_fraction, task_reduction=self.task_reduction)
+
+    def op_args(self) -> tuple:
+        """The options in the order of the op schema, after num_grades."""
+        return (float(self.scale), float(self.margin_base), float(self.margin_scale),
+                float(self.lambda_dis), float(self.lambda_sim), bool(self.severity_weight),
+                self.pair_fn, float(self.sigma), -1 if self.max_pairs is None else self.max_pairs,
+                float(self.hard_fraction), self.task_reduction)
+
+
+def _loss(scores, grades, ks, options: LossOptions, seed: Optional[torch.Tensor]):
+    """(loss, counts) from the fused op, or from the reference when it is not loaded."""
+    if _library.LOADED:
+        loss, _, counts = torch.ops.spinerank_ext.pairwise_rank_loss(
+            scores, _grades_for_kernel(grades), ks, *options.op_args(), seed)
+        return loss, counts
+    return reference.pairwise_rank_loss(
+        scores, grades, ks, **dataclasses.asdict(options),
+        generator=None if seed is None else int(seed), return_counts=True)
 
 
 def pairwise_rank_loss(
@@ -73,30 +113,11 @@ def pairwise_rank_loss(
         The loss (a scalar, or (T,) for task_reduction="none"), and the counts
         when ``return_counts``. Gradients flow to ``scores`` only.
     """
-    if not _library.LOADED:
-        return reference.pairwise_rank_loss(
-            scores, grades, num_grades, scale=scale, margin_base=margin_base,
-            margin_scale=margin_scale, lambda_dis=lambda_dis, lambda_sim=lambda_sim,
-            severity_weight=severity_weight, pair_fn=pair_fn, sigma=sigma,
-            max_pairs=max_pairs, hard_fraction=hard_fraction,
-            task_reduction=task_reduction, generator=generator, return_counts=return_counts)
+    options = LossOptions(scale, margin_base, margin_scale, lambda_dis, lambda_sim, severity_weight,
+                          pair_fn, sigma, max_pairs, hard_fraction, task_reduction)
     _validate.scores_and_grades(scores, grades)
     ks = _validate.num_grades_tuple(num_grades, scores.shape[1])
-    _validate.loss_params(pair_fn=pair_fn, sigma=sigma, max_pairs=max_pairs,
-                          hard_fraction=hard_fraction, task_reduction=task_reduction)
-    return _fused(scores, grades, ks, scale, margin_base, margin_scale, lambda_dis, lambda_sim,
-                  severity_weight, pair_fn, sigma, max_pairs, hard_fraction, task_reduction,
-                  _mining_seed(max_pairs, generator), return_counts)
-
-
-def _fused(scores, grades, ks, scale, margin_base, margin_scale, lambda_dis, lambda_sim,
-           severity_weight, pair_fn, sigma, max_pairs, hard_fraction, task_reduction, seed,
-           return_counts):
-    loss, _, counts = torch.ops.spinerank_ext.pairwise_rank_loss(
-        scores, _grades_for_kernel(grades), ks, float(scale), float(margin_base),
-        float(margin_scale), float(lambda_dis), float(lambda_sim), bool(severity_weight),
-        pair_fn, float(sigma), -1 if max_pairs is None else max_pairs, float(hard_fraction),
-        task_reduction, seed)
+    loss, counts = _loss(scores, grades, ks, options, _mining_seed(max_pairs, generator))
     return (loss, counts) if return_counts else loss
 
 
@@ -122,13 +143,14 @@ def mined_pairs(
     if max_pairs is None:
         raise ValueError("mined_pairs needs max_pairs (an int >= 1)")
     _validate.mining(max_pairs, hard_fraction)
+    seed = _mining_seed(max_pairs, generator)
     if not _library.LOADED:
         return reference.mined_pairs(scores, grades, ks, margin_base=margin_base,
                                      margin_scale=margin_scale, max_pairs=max_pairs,
-                                     hard_fraction=hard_fraction, generator=generator)
+                                     hard_fraction=hard_fraction, generator=int(seed))
     return torch.ops.spinerank_ext.mined_pairs(
         scores.detach(), _grades_for_kernel(grades), ks, float(margin_base), float(margin_scale),
-        max_pairs, float(hard_fraction), _mining_seed(max_pairs, generator))
+        max_pairs, float(hard_fraction), seed)
 
 
 class PairwiseRankLoss(torch.nn.Module):
@@ -152,17 +174,13 @@ class PairwiseRankLoss(torch.nn.Module):
                  pair_fn="squared_hinge", sigma=1.0, max_pairs=None, hard_fraction=0.7,
                  task_reduction="mean", generator: Generator = None):
         super().__init__()
-        _validate.loss_params(pair_fn=pair_fn, sigma=sigma, max_pairs=max_pairs,
-                              hard_fraction=hard_fraction, task_reduction=task_reduction)
+        self.options = LossOptions(scale, margin_base, margin_scale, lambda_dis, lambda_sim,
+                                   severity_weight, pair_fn, sigma, max_pairs, hard_fraction,
+                                   task_reduction)
         if isinstance(num_grades, torch.Tensor):
             num_grades = num_grades.tolist()
         self.num_grades = num_grades if isinstance(num_grades, int) else tuple(num_grades)
         self._ks: dict[int, tuple[int, ...]] = {}
-        self.scale, self.margin_base, self.margin_scale = float(scale), float(margin_base), float(margin_scale)
-        self.lambda_dis, self.lambda_sim = float(lambda_dis), float(lambda_sim)
-        self.severity_weight, self.pair_fn, self.sigma = bool(severity_weight), pair_fn, float(sigma)
-        self.max_pairs, self.hard_fraction = max_pairs, float(hard_fraction)
-        self.task_reduction = task_reduction
         if isinstance(generator, int):
             self.register_buffer("mining_seed", torch.tensor(generator, dtype=torch.long))
             self.register_buffer("mining_step", torch.zeros((), dtype=torch.long))
@@ -179,10 +197,10 @@ class PairwiseRankLoss(torch.nn.Module):
         return ks
 
     def _next_seed(self) -> Optional[torch.Tensor]:
-        if self.max_pairs is None:
+        if self.options.max_pairs is None:
             return None
         if self.mining_seed is None:
-            return _mining_seed(self.max_pairs, self.generator)
+            return _mining_seed(self.options.max_pairs, self.generator)
         seed = self.mining_seed + self.mining_step
         with torch.no_grad():
             self.mining_step.add_(1)
@@ -191,27 +209,13 @@ class PairwiseRankLoss(torch.nn.Module):
     def forward(self, scores: torch.Tensor, grades: torch.Tensor) -> torch.Tensor:
         _validate.scores_and_grades(scores, grades)
         ks = self._num_grades(scores.shape[1])
-        seed = self._next_seed()
-        if _library.LOADED:
-            loss, counts = _fused(
-                scores, grades, ks, self.scale, self.margin_base, self.margin_scale,
-                self.lambda_dis, self.lambda_sim, self.severity_weight, self.pair_fn, self.sigma,
-                self.max_pairs, self.hard_fraction, self.task_reduction, seed, True)
-        else:
-            loss, counts = reference.pairwise_rank_loss(
-                scores, grades, ks, scale=self.scale, margin_base=self.margin_base,
-                margin_scale=self.margin_scale, lambda_dis=self.lambda_dis,
-                lambda_sim=self.lambda_sim, severity_weight=self.severity_weight,
-                pair_fn=self.pair_fn, sigma=self.sigma, max_pairs=self.max_pairs,
-                hard_fraction=self.hard_fraction, task_reduction=self.task_reduction,
-                generator=self.generator if self.mining_seed is None or seed is None else int(seed),
-                return_counts=True)
-        self.last_counts = counts
+        loss, self.last_counts = _loss(scores, grades, ks, self.options, self._next_seed())
         return loss
 
     def extra_repr(self) -> str:
-        mining = "all pairs" if self.max_pairs is None else f"max_pairs={self.max_pairs}, hard_fraction={self.hard_fraction}"
-        return (f"num_grades={self.num_grades}, pair_fn={self.pair_fn!r}, scale={self.scale}, "
-                f"margin=({self.margin_base}, {self.margin_scale}), lambda=({self.lambda_dis}, "
-                f"{self.lambda_sim}), severity_weight={self.severity_weight}, {mining}, "
-                f"task_reduction={self.task_reduction!r}")
+        o = self.options
+        mining = "all pairs" if o.max_pairs is None else f"max_pairs={o.max_pairs}, hard_fraction={o.hard_fraction}"
+        return (f"num_grades={self.num_grades}, pair_fn={o.pair_fn!r}, scale={o.scale}, "
+                f"margin=({o.margin_base}, {o.margin_scale}), lambda=({o.lambda_dis}, "
+                f"{o.lambda_sim}), severity_weight={o.severity_weight}, {mining}, "
+                f"task_reduction={o.task_reduction!r}")
