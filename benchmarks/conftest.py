@@ -29,3 +29,13 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         cuda=torch.version.cuda,
         gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     )
+
+
+def drop_raw_timings(output_json):
+    """Keep the statistics of each case, not every round's time (tens of thousands of lines)."""
+    for bench in output_json["benchmarks"]:
+        bench["stats"].pop("data", None)
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    drop_raw_timings(output_json)
