@@ -7,11 +7,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__) || defined(__HIPCC__)
-#define SPINERANK_HD __host__ __device__ __forceinline__
-#else
-#define SPINERANK_HD inline
-#endif
+#include "hd.h"
 
 namespace spinerank {
 

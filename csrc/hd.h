@@ -1,0 +1,9 @@
+// SPINERANK_HD marks math shared by the CPU and CUDA kernels: host and device
+// functions from one definition, so both backends evaluate the same formulas.
+#pragma once
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define SPINERANK_HD __host__ __device__ __forceinline__
+#else
+#define SPINERANK_HD inline
+#endif
