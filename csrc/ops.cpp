@@ -26,6 +26,17 @@ TORCH_LIBRARY(spinerank_ext, m) {
       "mined_pairs(Tensor scores, Tensor grades, int[] num_grades, float margin_base, "
       "float margin_scale, int max_pairs, float hard_fraction, Tensor? seed) -> Tensor",
       {at::Tag::pt2_compliant_tag});
+  // Test-time augmentation views (SPEC §4): vol (N, C, D, H, W) -> (N, V, C, d, h, w),
+  // V = |flips| * |shifts_h| * |shifts_w| * |shifts_d|, fill outside the volume.
+  m.def(
+      "tta_views(Tensor vol, int[] out_size, bool[] flips, int[] shifts_h, int[] shifts_w, "
+      "int[] shifts_d, float fill) -> Tensor",
+      {at::Tag::pt2_compliant_tag});
+  // Training augmentation (SPEC §5) with given per-sample parameters, params
+  // (N, 7) as laid out in csrc/augment_math.h: vol (N, C, D, H, W) ->
+  // (out (N, C, d, h, w), flipped (N,) bool). Forward only.
+  m.def("augment(Tensor vol, Tensor params, int[] out_size) -> (Tensor out, Tensor flipped)",
+        {at::Tag::pt2_compliant_tag});
 }
 
 namespace {

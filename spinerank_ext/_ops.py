@@ -12,7 +12,6 @@ import torch
 from . import _validate
 
 
-
 @torch.library.register_fake("spinerank_ext::pairwise_rank_loss")
 def _pairwise_rank_loss_fake(scores, grades, num_grades, scale, margin_base, margin_scale,
                              lambda_dis, lambda_sim, severity_weight, pair_fn, sigma,
@@ -38,3 +37,22 @@ def _mined_pairs_fake(scores, grades, num_grades, margin_base, margin_scale, max
     _validate.num_grades_tuple(list(num_grades), scores.shape[1])
     _validate.mining(max_pairs, hard_fraction)
     return scores.new_empty((scores.shape[1], max_pairs, 2), dtype=torch.long)
+
+
+@torch.library.register_fake("spinerank_ext::tta_views")
+def _tta_views_fake(vol, out_size, flips, shifts_h, shifts_w, shifts_d, fill):
+    _validate.volume(vol)
+    d, h, w = _validate.out_size(list(out_size))
+    flips, shifts_h, shifts_w, shifts_d = _validate.tta_grid(list(flips), list(shifts_h), list(shifts_w),
+                                                             list(shifts_d))
+    V = len(flips) * len(shifts_h) * len(shifts_w) * len(shifts_d)
+    return vol.new_empty((vol.shape[0], V, vol.shape[1], d, h, w))
+
+
+@torch.library.register_fake("spinerank_ext::augment")
+def _augment_fake(vol, params, out_size):
+    _validate.volume(vol)
+    d, h, w = _validate.out_size(list(out_size))
+    _validate.augment_params(vol, params)
+    N, C = vol.shape[:2]
+    return vol.new_empty((N, C, d, h, w)), vol.new_empty((N,), dtype=torch.bool)

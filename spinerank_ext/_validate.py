@@ -5,7 +5,7 @@ also check what needs the data: finite scores and grades below K.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -69,3 +69,72 @@ def mining(max_pairs, hard_fraction) -> None:
         raise ValueError(f"max_pairs must be None (all pairs) or an int >= 1, got {max_pairs!r}")
     if not 0.0 <= hard_fraction <= 1.0:
         raise ValueError(f"hard_fraction must be in [0, 1], got {hard_fraction}")
+
+
+# ---------------------------------------------------------------------------
+# tta_views and augment. Messages match csrc/augmentation_args.h word for word.
+
+MAX_TTA_LIST_SIZE = 64  # kMaxTtaListSize in csrc/tta_math.h
+MAX_SHIFT = 2**40  # kMaxShift in csrc/augmentation_args.h
+NUM_AUGMENT_PARAMS = 7
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def volume(vol) -> None:
+    if not isinstance(vol, torch.Tensor):
+        raise TypeError(f"vol must be a tensor, got {type(vol).__name__}")
+    if vol.dim() != 5:
+        raise ValueError(f"vol must have shape (N, C, D, H, W), got {vol.dim()} dimension(s) {list(vol.shape)}")
+    if not vol.is_floating_point():
+        raise ValueError(f"vol must be a floating tensor, got {vol.dtype}")
+
+
+def out_size(size) -> list[int]:
+    """(d, h, w) as a list of positive ints."""
+    if not isinstance(size, Sequence) or len(size) != 3 or not all(_is_int(s) for s in size):
+        raise ValueError(f"out_size must be (d, h, w), got {list(size) if isinstance(size, Sequence) else size!r}")
+    if min(size) <= 0:
+        raise ValueError(f"out_size must be positive, got {list(size)}")
+    return list(size)
+
+
+def _grid_list(name: str, values, kind) -> list:
+    if not isinstance(values, Sequence) or isinstance(values, str) or not all(kind(v) for v in values):
+        what = "bools" if kind is _is_bool else "ints"
+        raise ValueError(f"{name} must be a sequence of {what}, got {values!r}")
+    if len(values) == 0:
+        raise ValueError(f"{name} must not be empty")
+    if len(values) > MAX_TTA_LIST_SIZE:
+        raise ValueError(f"{name} has {len(values)} entries, at most {MAX_TTA_LIST_SIZE} are supported")
+    return list(values)
+
+
+def _is_bool(value) -> bool:
+    return isinstance(value, bool)
+
+
+def tta_grid(flips, shifts_h, shifts_w, shifts_d) -> tuple[list, list, list, list]:
+    """The four lists of the view grid, checked; flips as bools, shifts as ints."""
+    grid = [_grid_list("flips", flips, _is_bool)]
+    for name, shifts in (("shifts_h", shifts_h), ("shifts_w", shifts_w), ("shifts_d", shifts_d)):
+        shifts = _grid_list(name, shifts, _is_int)
+        for i, s in enumerate(shifts):
+            if not -MAX_SHIFT < s < MAX_SHIFT:
+                raise ValueError(f"{name}[{i}] = {s} is out of range (|shift| < 2^40)")
+        grid.append(shifts)
+    return tuple(grid)
+
+
+def augment_params(vol, params) -> None:
+    if not isinstance(params, torch.Tensor):
+        raise TypeError(f"params must be a tensor, got {type(params).__name__}")
+    N = vol.shape[0]
+    if params.dim() != 2 or params.shape[0] != N or params.shape[1] != NUM_AUGMENT_PARAMS:
+        raise ValueError(f"params must have shape (N, 7) with N = {N}, got {list(params.shape)}")
+    if not params.is_floating_point():
+        raise ValueError(f"params must be a floating tensor, got {params.dtype}")
+    if params.device != vol.device:
+        raise ValueError(f"params must be on the device of vol ({vol.device}), got {params.device}")

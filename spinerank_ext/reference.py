@@ -5,6 +5,10 @@ baselines of the benchmarks, and the fallback when the compiled library cannot
 be loaded. Pairs are materialised as index lists over the batch (P = B(B-1)/2),
 so memory grows with B^2.
 
+The TTA and augmentation references are the plain PyTorch ways of doing the
+same thing: a loop of crops and flips over a padded volume, and
+``torch.nn.functional.grid_sample``.
+
 The one intended difference from the fused ops: the random part of mining here
 draws with ``torch.randperm``, the fused ops with Philox keys, so the two pick
 different random pairs for the same seed. Pass ``pairs=`` (e.g. the output of
@@ -20,7 +24,7 @@ import torch.nn.functional as F
 
 from . import _validate
 
-__all__ = ["pairwise_rank_loss", "mined_pairs", "soft_clamp"]
+__all__ = ["augment", "mined_pairs", "pairwise_rank_loss", "soft_clamp", "tta_views"]
 
 
 def _all_pairs(B: int, device):
@@ -168,3 +172,76 @@ def soft_clamp(h, scale=10.0, beta=5.0):
     lo = F.softplus(beta * h)
     hi = F.softplus(beta * (scale - h))
     return scale * lo / (lo + hi)
+
+
+def tta_views(vol, out_size, flips=(False, True), shifts_h=(-16, 0, 16), shifts_w=(-16, 0, 16),
+              shifts_d=(-1, 0, 1), fill=0.0):
+    """The TTA views of SPEC §4 as a loop of crops and flips: (N, V, C, d, h, w)."""
+    _validate.volume(vol)
+    d, h, w = _validate.out_size(out_size)
+    flips, shifts_h, shifts_w, shifts_d = _validate.tta_grid(flips, shifts_h, shifts_w, shifts_d)
+    D, H, W = vol.shape[2:]
+    z0, y0, x0 = (D - d) // 2, (H - h) // 2, (W - w) // 2
+    # Pad with `fill` until every view's window lies inside the padded volume.
+    pad = []
+    for start, size, length, shifts in ((x0, w, W, shifts_w), (y0, h, H, shifts_h), (z0, d, D, shifts_d)):
+        pad += [max(0, -(start + min(shifts))), max(0, start + size + max(shifts) - length)]
+    padded = F.pad(vol, pad, value=fill) if any(pad) else vol
+    pz, py, px = pad[4], pad[2], pad[0]
+    views = []
+    for flip in flips:
+        for dy in shifts_h:
+            for dx in shifts_w:
+                for dz in shifts_d:
+                    z, y, x = z0 + dz + pz, y0 + dy + py, x0 + dx + px
+                    crop = padded[:, :, z:z + d, y:y + h, x:x + w]
+                    views.append(crop.flip(2) if flip else crop)
+    return torch.stack(views, dim=1)
+
+
+def augment(vol, params, out_size):
+    """Training augmentation (SPEC §5) from ``grid_sample``: (out, flipped).
+
+    ``params`` (N, 7) is laid out as for :func:`spinerank_ext.augment`. Slices
+    are picked by indexing; the in-plane resampling is one bilinear
+    ``grid_sample`` (zero padding) of every slice of a sample on its own grid,
+    computed in float64 and cast to the volume's dtype.
+    """
+    _validate.volume(vol)
+    d, h, w = _validate.out_size(out_size)
+    _validate.augment_params(vol, params)
+    N, C, D, H, W = vol.shape
+    z0, y0, x0 = (D - d) // 2, (H - h) // 2, (W - w) // 2
+    work = vol.dtype if vol.dtype in (torch.float32, torch.float64) else torch.float32
+    p = params.to(torch.float64)
+    dz = torch.floor(p[:, 0] + 0.5).long()
+    flipped = p[:, 1] >= 0.5
+
+    # Slices: out slice k shows input slice z0 + (flip ? d-1-k : k) + dz; the
+    # offset is added before resampling and vacated slices are zero.
+    k = torch.arange(d, device=vol.device)
+    source = z0 + torch.where(flipped[:, None], d - 1 - k, k) + dz[:, None]  # (N, d)
+    inside = (source >= 0) & (source < D)
+    if D == 0:
+        slices = vol.new_zeros((N, C, d, H, W), dtype=work)
+    else:
+        rows = torch.arange(N, device=vol.device)[:, None]
+        slices = vol.to(work)[rows, :, source.clamp(0, D - 1)].permute(0, 2, 1, 3, 4)  # (N, C, d, H, W)
+    offset = p[:, 2].to(work).view(N, 1, 1, 1, 1)
+    slices = torch.where(inside.view(N, 1, d, 1, 1), slices + offset, 0)
+
+    # In-plane: output pixel (i, j) reads input position (ys, xs), in voxels.
+    theta = torch.deg2rad(p[:, 6])
+    a = (torch.cos(theta) / p[:, 5]).view(N, 1, 1)
+    b = (torch.sin(theta) / p[:, 5]).view(N, 1, 1)
+    u = (torch.arange(h, dtype=torch.float64, device=vol.device) - (h - 1) / 2).view(1, h, 1)
+    v = (torch.arange(w, dtype=torch.float64, device=vol.device) - (w - 1) / 2).view(1, 1, w)
+    cy = (y0 + (h - 1) / 2 + p[:, 3]).view(N, 1, 1)
+    cx = (x0 + (w - 1) / 2 + p[:, 4]).view(N, 1, 1)
+    ys = cy + (a * u - b * v)
+    xs = cx + (b * u + a * v)
+    # grid_sample with align_corners=False puts voxel x at (2x + 1) / W - 1.
+    grid = torch.stack([(2 * xs + 1) / W - 1, (2 * ys + 1) / H - 1], dim=-1).to(work)
+    out = F.grid_sample(slices.reshape(N, C * d, H, W), grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=False)
+    return out.view(N, C, d, h, w).to(vol.dtype), flipped

@@ -1,0 +1,115 @@
+"""Training augmentation (SPEC §5): random per-sample parameters and one fused op.
+
+    params = sample_augment_params(len(vol), generator)      # (N, 7)
+    out, flipped = augment(vol, params, (12, 128, 256))
+    # swap the left/right labels of the samples in `flipped`
+
+The parameters are a plain (N, 7) tensor so that they can be logged, replayed
+and tested; the columns, in order, are AUGMENT_PARAM_NAMES:
+
+=========  ===========================================================  =============
+column     meaning                                                      default draw
+=========  ===========================================================  =============
+dz         slice shift (rounded half up); vacated slices are zero       U{-2..2}
+flip       left-right flip of the slice axis when >= 0.5                p = 0.5
+intensity  offset added to the volume (not to the zero outside it)      U(-0.1, 0.1)
+dy, dx     in-plane translation of the crop, in voxels                  U{-24..24}, U{-32..32}
+scale      isotropic in-plane zoom about the crop centre (> 1 enlarges) U(0.9, 1.1)
+rotation   in-plane rotation about the crop centre, degrees             U(-15, 15)
+=========  ===========================================================  =============
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from . import _library, _validate, reference
+
+__all__ = ["AUGMENT_PARAM_NAMES", "augment", "sample_augment_params"]
+
+AUGMENT_PARAM_NAMES = ("dz", "flip", "intensity", "dy", "dx", "scale", "rotation")
+
+
+def _range(name: str, value, integer: bool) -> tuple:
+    ok = isinstance(value, Sequence) and len(value) == 2
+    kinds = (int,) if integer else (int, float)
+    if not ok or not all(isinstance(v, kinds) and not isinstance(v, bool) for v in value):
+        kind = "ints" if integer else "numbers"
+        raise ValueError(f"{name} must be a (low, high) pair of {kind}, got {value!r}")
+    if value[0] > value[1]:
+        raise ValueError(f"{name} must have low <= high, got {tuple(value)}")
+    return tuple(value)
+
+
+def sample_augment_params(n: int, generator: torch.Generator | None = None, *,
+                          dz=(-2, 2), flip_p: float = 0.5, intensity=(-0.1, 0.1),
+                          dy=(-24, 24), dx=(-32, 32), scale=(0.9, 1.1),
+                          rotation=(-15.0, 15.0), dtype=torch.float32) -> torch.Tensor:
+    """Random augmentation parameters (N, 7) for :func:`augment`, SPEC §5 defaults.
+
+    Integer ranges (dz, dy, dx) are inclusive; the others are uniform on
+    [low, high). One ``torch.rand`` draw from ``generator`` (None: torch's
+    default generator) on the generator's device, so the same generator state
+    gives the same parameters.
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    ints = {name: _range(name, v, True) for name, v in (("dz", dz), ("dy", dy), ("dx", dx))}
+    reals = {name: _range(name, v, False) for name, v in
+             (("intensity", intensity), ("scale", scale), ("rotation", rotation))}
+    if not 0.0 <= flip_p <= 1.0:
+        raise ValueError(f"flip_p must be in [0, 1], got {flip_p}")
+    if reals["scale"][0] <= 0:
+        raise ValueError(f"scale must be > 0, got {reals['scale']}")
+
+    device = generator.device if generator is not None else None
+    u = torch.rand((n, len(AUGMENT_PARAM_NAMES)), generator=generator, dtype=torch.float64, device=device)
+
+    def integer(col, lo_hi):
+        lo, hi = lo_hi
+        return (lo + torch.floor(u[:, col] * (hi - lo + 1))).clamp(max=hi)
+
+    def uniform(col, lo_hi):
+        lo, hi = lo_hi
+        return lo + u[:, col] * (hi - lo)
+
+    columns = [
+        integer(0, ints["dz"]),
+        (u[:, 1] < flip_p).to(torch.float64),
+        uniform(2, reals["intensity"]),
+        integer(3, ints["dy"]),
+        integer(4, ints["dx"]),
+        uniform(5, reals["scale"]),
+        uniform(6, reals["rotation"]),
+    ]
+    return torch.stack(columns, dim=1).to(dtype)
+
+
+def augment(vol: torch.Tensor, params: torch.Tensor, out_size: Sequence[int]):
+    """Augments every sample of a batch with its own parameters, in one pass.
+
+    Args:
+        vol: (N, C, D, H, W) floating volumes (D = sagittal slices).
+        params: (N, 7) floating, columns as in AUGMENT_PARAM_NAMES (see the
+            module docstring), e.g. from :func:`sample_augment_params`.
+        out_size: (d, h, w), cropped around the volume's centre as in
+            :func:`spinerank_ext.tta_views`.
+
+    Returns:
+        ``(out, flipped)``: out (N, C, d, h, w) of vol's dtype and flipped (N,)
+        bool, the samples whose left/right labels the caller must swap.
+        Output voxel (k, i, j) of sample n is the bilinear interpolation (zero
+        outside the volume) of vol[n, :, z] + intensity at in-plane position
+        y = cy + a·u - b·v, x = cx + b·u + a·v, where z = z0 + (flip ? d-1-k : k)
+        + dz, u = i - (h-1)/2, v = j - (w-1)/2, a = cos(rotation)/scale,
+        b = sin(rotation)/scale, cy = y0 + (h-1)/2 + dy, cx = x0 + (w-1)/2 + dx.
+        Identity parameters (0, 0, 0, 0, 0, 1, 0) give the centre crop exactly,
+        and so do integer shifts and flips. Forward only.
+    """
+    _validate.volume(vol)
+    size = _validate.out_size(out_size)
+    _validate.augment_params(vol, params)
+    if _library.LOADED:
+        return torch.ops.spinerank_ext.augment(vol, params, size)
+    return reference.augment(vol, params, size)
