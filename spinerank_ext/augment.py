@@ -104,6 +104,8 @@ def augment(vol: torch.Tensor, params: torch.Tensor, out_size: Sequence[int]):
         y = cy + a·u - b·v, x = cx + b·u + a·v, where z = z0 + (flip ? d-1-k : k)
         + dz, u = i - (h-1)/2, v = j - (w-1)/2, a = cos(rotation)/scale,
         b = sin(rotation)/scale, cy = y0 + (h-1)/2 + dy, cx = x0 + (w-1)/2 + dx.
+        A positive rotation turns the image clockwise as displayed (rows
+        down); scale > 1 enlarges it. Non-finite parameters give zeros.
         Identity parameters (0, 0, 0, 0, 0, 1, 0) give the centre crop exactly,
         and so do integer shifts and flips. Forward only.
     """

@@ -1,0 +1,228 @@
+"""tta_views and augment as torch ops: bad inputs, opcheck, fake tensors,
+torch.compile, the reference fallback, and CUDA against CPU."""
+import pytest
+import torch
+
+import spinerank_ext as se
+from spinerank_ext import reference as ref
+
+ops = torch.ops.spinerank_ext
+GRID = ([False, True], [-16, 0, 16], [-16, 0, 16], [-1, 0, 1])
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def vol5(N=2, C=1, D=7, H=20, W=24, dtype=torch.float32, device="cpu"):
+    return torch.randn(N, C, D, H, W, generator=torch.Generator().manual_seed(N * 131 + D), dtype=dtype).to(device)
+
+
+def params(N, seed=0, device="cpu"):
+    return se.sample_augment_params(N, torch.Generator().manual_seed(seed)).to(device)
+
+
+# ---------------------------------------------------------------------------
+# Bad inputs: the public function, the reference and the op itself (whose C++
+# checks repeat the Python ones word for word) all name the problem.
+
+TTA_ERRORS = [
+    ("4-D vol", torch.zeros(2, 7, 20, 24), (5, 16, 16), {}, ValueError,
+     r"vol must have shape \(N, C, D, H, W\), got 4 dimension\(s\) \[2, 7, 20, 24\]"),
+    ("integer vol", torch.zeros(2, 1, 7, 20, 24, dtype=torch.long), (5, 16, 16), {}, ValueError,
+     r"vol must be a floating tensor, got"),
+    ("out_size length", vol5(), (16, 16), {}, ValueError, r"out_size must be \(d, h, w\), got \[16, 16\]"),
+    ("out_size zero", vol5(), (5, 0, 16), {}, ValueError, r"out_size must be positive, got \[5, 0, 16\]"),
+    ("out_size negative", vol5(), (-5, 16, 16), {}, ValueError, r"out_size must be positive, got \[-5, 16, 16\]"),
+    ("empty flips", vol5(), (5, 16, 16), {"flips": ()}, ValueError, r"flips must not be empty"),
+    ("empty shifts_h", vol5(), (5, 16, 16), {"shifts_h": ()}, ValueError, r"shifts_h must not be empty"),
+    ("empty shifts_w", vol5(), (5, 16, 16), {"shifts_w": []}, ValueError, r"shifts_w must not be empty"),
+    ("empty shifts_d", vol5(), (5, 16, 16), {"shifts_d": ()}, ValueError, r"shifts_d must not be empty"),
+    ("long list", vol5(), (5, 16, 16), {"shifts_d": tuple(range(65))}, ValueError,
+     r"shifts_d has 65 entries, at most 64 are supported"),
+    ("huge shift", vol5(), (5, 16, 16), {"shifts_w": (0, 2**41)}, ValueError,
+     r"shifts_w\[1\] = 2199023255552 is out of range \(\|shift\| < 2\^40\)"),
+]
+
+# Type errors the op schema itself rejects; only the Python layers see them.
+TTA_PYTHON_ERRORS = [
+    ("not a tensor", [[1.0]], (5, 16, 16), {}, TypeError, r"vol must be a tensor, got list"),
+    ("float out_size", vol5(), (5.0, 16, 16), {}, ValueError, r"out_size must be \(d, h, w\), got \[5.0, 16, 16\]"),
+    ("int flips", vol5(), (5, 16, 16), {"flips": (0, 1)}, ValueError, r"flips must be a sequence of bools, got \(0, 1\)"),
+    ("float shifts", vol5(), (5, 16, 16), {"shifts_h": (0.5,)}, ValueError,
+     r"shifts_h must be a sequence of ints, got \(0.5,\)"),
+]
+
+
+def tta_op_args(vol, out_size, kw):
+    flips, sh, sw, sd = GRID
+    return (vol, list(out_size), list(kw.get("flips", flips)), list(kw.get("shifts_h", sh)),
+            list(kw.get("shifts_w", sw)), list(kw.get("shifts_d", sd)), 0.0)
+
+
+@pytest.mark.parametrize("case", TTA_ERRORS + TTA_PYTHON_ERRORS, ids=[c[0] for c in TTA_ERRORS + TTA_PYTHON_ERRORS])
+def test_tta_views_bad_inputs(case):
+    _, vol, out_size, kw, exc, pattern = case
+    for fn in (se.tta_views, ref.tta_views):
+        with pytest.raises(exc, match=pattern):
+            fn(vol, out_size, **kw)
+    if case in TTA_ERRORS:
+        with pytest.raises(exc, match=pattern):
+            ops.tta_views(*tta_op_args(vol, out_size, kw))
+
+
+AUGMENT_ERRORS = [
+    ("4-D vol", torch.zeros(2, 7, 20, 24), params(2), (5, 16, 16), ValueError,
+     r"vol must have shape \(N, C, D, H, W\), got 4 dimension\(s\) \[2, 7, 20, 24\]"),
+    ("out_size length", vol5(), params(2), (5, 16, 16, 1), ValueError,
+     r"out_size must be \(d, h, w\), got \[5, 16, 16, 1\]"),
+    ("out_size zero", vol5(), params(2), (0, 16, 16), ValueError, r"out_size must be positive, got \[0, 16, 16\]"),
+    ("params columns", vol5(), torch.zeros(2, 6), (5, 16, 16), ValueError,
+     r"params must have shape \(N, 7\) with N = 2, got \[2, 6\]"),
+    ("params rows", vol5(), torch.zeros(3, 7), (5, 16, 16), ValueError,
+     r"params must have shape \(N, 7\) with N = 2, got \[3, 7\]"),
+    ("params rank", vol5(), torch.zeros(14), (5, 16, 16), ValueError,
+     r"params must have shape \(N, 7\) with N = 2, got \[14\]"),
+    ("integer params", vol5(), torch.zeros(2, 7, dtype=torch.long), (5, 16, 16), ValueError,
+     r"params must be a floating tensor, got"),
+    ("params device", vol5(), torch.zeros(2, 7, device="meta"), (5, 16, 16), ValueError,
+     r"params must be on the device of vol \(cpu\), got meta"),
+]
+
+
+@pytest.mark.parametrize("case", AUGMENT_ERRORS, ids=[c[0] for c in AUGMENT_ERRORS])
+def test_augment_bad_inputs(case):
+    _, vol, p, out_size, exc, pattern = case
+    for fn in (se.augment, ref.augment):
+        with pytest.raises(exc, match=pattern):
+            fn(vol, p, out_size)
+    with pytest.raises(exc, match=pattern):
+        ops.augment(vol, p, list(out_size))
+
+
+def test_augment_params_not_a_tensor():
+    with pytest.raises(TypeError, match=r"params must be a tensor, got tuple"):
+        se.augment(vol5(), (0, 0, 0, 0, 0, 1, 0), (5, 16, 16))
+
+
+# ---------------------------------------------------------------------------
+# Registration: opcheck (schema, fake tensor, AOT dispatch), fake shapes, compile.
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("grid", [GRID, ([True], [3], [-40, 0], [0, 9])])
+def test_opcheck_tta_views(grid, dtype):
+    torch.library.opcheck(ops.tta_views.default, (vol5(dtype=dtype), [5, 16, 16], *grid, 0.5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck_augment(dtype):
+    torch.library.opcheck(ops.augment.default, (vol5(N=3, C=2, dtype=dtype), params(3).to(dtype), [5, 16, 16]))
+
+
+def test_fake_tensor_shapes():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        vol = torch.empty(3, 2, 15, 192, 320)
+        views = ops.tta_views(vol, [12, 128, 256], [True], [0, 1], [0], [-1, 0, 1], 0.0)
+        assert views.shape == (3, 6, 2, 12, 128, 256)
+        out, flipped = ops.augment(vol, torch.empty(3, 7), [12, 128, 256])
+        assert out.shape == (3, 2, 12, 128, 256) and flipped.shape == (3,) and flipped.dtype == torch.bool
+        with pytest.raises(ValueError, match=r"params must have shape \(N, 7\) with N = 3, got \[3, 6\]"):
+            ops.augment(vol, torch.empty(3, 6), [12, 128, 256])
+        with pytest.raises(ValueError, match=r"shifts_h must not be empty"):
+            ops.tta_views(vol, [12, 128, 256], [True], [], [0], [0], 0.0)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_compile_fullgraph(dynamic):
+    def step(vol, p):
+        views = se.tta_views(vol * 2, (5, 16, 16), shifts_h=(-2, 0, 2), shifts_w=(0,), shifts_d=(0, 1))
+        out, flipped = se.augment(vol + 1, p, (5, 16, 16))
+        mean, std = se.tta_merge(views.flatten(2).mean(-1, keepdim=True), se.tta_view_flipped(
+            shifts_h=(-2, 0, 2), shifts_w=(0,), shifts_d=(0, 1)), swap=())
+        return views, out, flipped, mean, std
+
+    compiled = torch.compile(step, fullgraph=True, dynamic=dynamic)
+    for N in (2, 3):
+        vol, p = vol5(N=N), params(N, seed=N)
+        for a, b in zip(compiled(vol, p), step(vol, p)):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_outputs_do_not_require_grad_unless_the_input_does():
+    out, flipped = se.augment(vol5(), params(2), (5, 16, 16))
+    assert not out.requires_grad and not flipped.requires_grad
+
+
+def test_reference_fallback_without_the_compiled_library(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    import textwrap
+
+    pkg = tmp_path / "spinerank_ext"
+    shutil.copytree(se.__path__[0], pkg, ignore=shutil.ignore_patterns("_C*.so", "__pycache__"))
+    code = textwrap.dedent("""
+        import warnings, torch
+        warnings.simplefilter("ignore")
+        import spinerank_ext as se
+        assert not se.has_compiled_ops()
+        vol = torch.rand(2, 1, 7, 20, 24)
+        views = se.tta_views(vol, (5, 16, 16))
+        assert views.shape == (2, 54, 1, 5, 16, 16) and torch.equal(views[:, 13], vol[:, :, 1:6, 2:18, 4:20])
+        out, flipped = se.augment(vol, torch.tensor([[0, 1, 0, 0, 0, 1, 0.0]] * 2), (5, 16, 16))
+        assert torch.allclose(out, vol[:, :, 1:6, 2:18, 4:20].flip(2), atol=1e-5) and bool(flipped.all())
+        print("fallback ok")
+    """)
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path), "SPINERANK_EXT_REQUIRE_COMPILED": "0"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/",
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert "fallback ok" in result.stdout
+
+
+# ---------------------------------------------------------------------------
+# CUDA against CPU (skipped without a GPU).
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_cuda_tta_views_equals_cpu(dtype):
+    vol = vol5(N=3, C=2, D=9, H=33, W=41, dtype=dtype)
+    for out_size, grid in (((5, 20, 30), {}), ((11, 40, 50), {"shifts_h": (-30, 3), "shifts_d": (-6, 0, 4)})):
+        for fill in (0.0, -1.5):
+            cpu = se.tta_views(vol, out_size, fill=fill, **grid)
+            gpu = se.tta_views(vol.cuda(), out_size, fill=fill, **grid)
+            assert gpu.device.type == "cuda" and torch.equal(gpu.cpu(), cpu)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.float64, 1e-12), (torch.float16, 2e-3),
+                                        (torch.bfloat16, 1e-2)])
+def test_cuda_augment_matches_cpu(dtype, atol):
+    vol = vol5(N=6, C=2, D=15, H=40, W=50, dtype=dtype)
+    p = se.sample_augment_params(6, torch.Generator().manual_seed(1), dz=(-5, 5), dy=(-20, 20), dx=(-20, 20),
+                                 rotation=(-45, 45))
+    cpu, cpu_flipped = se.augment(vol, p, (12, 30, 36))
+    gpu, gpu_flipped = se.augment(vol.cuda(), p.cuda(), (12, 30, 36))
+    torch.testing.assert_close(gpu.cpu().double(), cpu.double(), rtol=0, atol=atol)
+    assert torch.equal(gpu_flipped.cpu(), cpu_flipped)
+    identity = torch.tensor([[0, 1, 0, 3, -2, 1, 0]] * 6, dtype=torch.float32)
+    assert torch.equal(se.augment(vol.cuda(), identity.cuda(), (12, 30, 36))[0].cpu(),
+                       se.augment(vol, identity, (12, 30, 36))[0])
+
+
+@needs_cuda
+def test_cuda_empty_inputs_and_device_mismatch():
+    vol = torch.zeros(0, 1, 8, 8, 8, device="cuda")
+    assert se.tta_views(vol, (4, 4, 4)).shape == (0, 54, 1, 4, 4, 4)
+    out, flipped = se.augment(torch.zeros(2, 0, 8, 8, 8, device="cuda"), params(2, device="cuda"), (4, 4, 4))
+    assert out.shape == (2, 0, 4, 4, 4) and flipped.shape == (2,)
+    with pytest.raises(ValueError, match=r"params must be on the device of vol \(cuda:0\), got cpu"):
+        ops.augment(vol5(device="cuda"), params(2), [5, 16, 16])
+
+
+@needs_cuda
+def test_cuda_compile_and_opcheck():
+    vol, p = vol5(device="cuda"), params(2, device="cuda")
+    torch.library.opcheck(ops.tta_views.default, (vol, [5, 16, 16], *GRID, 0.0))
+    torch.library.opcheck(ops.augment.default, (vol, p, [5, 16, 16]))
+    compiled = torch.compile(lambda v, q: se.augment(v * 2, q, (5, 16, 16))[0], fullgraph=True)
+    torch.testing.assert_close(compiled(vol, p), se.augment(vol * 2, p, (5, 16, 16))[0])
