@@ -26,9 +26,14 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/pytest tests
 
+# One JSON file per benchmark file, each rendered as its README table.
+BENCHES := pairwise_rank_loss augmentation
+
 bench: $(VENV)/.installed
-	$(BIN)/pytest benchmarks --benchmark-json=benchmarks/results/cpu-pairwise_rank_loss.json
-	$(BIN)/python benchmarks/render_table.py benchmarks/results/cpu-pairwise_rank_loss.json
+	for b in $(BENCHES); do \
+	  $(BIN)/pytest benchmarks/test_bench_$$b.py --benchmark-json=benchmarks/results/cpu-$$b.json || exit 1; \
+	done
+	for b in $(BENCHES); do $(BIN)/python benchmarks/render_table.py benchmarks/results/cpu-$$b.json; done
 
 # Every benchmark case once, untimed: they still check their results.
 bench-smoke: $(VENV)/.installed

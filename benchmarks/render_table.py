@@ -1,9 +1,11 @@
 """Render a pytest-benchmark JSON file as the Markdown table of the README.
 
     python benchmarks/render_table.py benchmarks/results/cpu-pairwise_rank_loss.json
+    python benchmarks/render_table.py benchmarks/results/cpu-augmentation.json
 
-One row per batch size: the median time of each implementation and how many
-times slower than the fused op each baseline is.
+Loss results: one row per batch size, the median time of each implementation
+and how many times slower than the fused op each baseline is. Augmentation
+results (cases with an ``op`` in extra_info): one row per op, likewise.
 """
 import json
 import sys
@@ -12,6 +14,14 @@ from collections import defaultdict
 
 def fmt(seconds):
     return f"{seconds * 1e3:.3f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def machine_line(data):
+    machine = data["machine_info"]
+    return (f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cpu_count', '?')} cores "
+            f"({machine.get('torch_threads', '?')} torch threads), torch {machine.get('torch', '?')}, "
+            f"Python {machine.get('python_version', '?')}; {data['datetime'][:10]}. Medians of "
+            "pytest-benchmark rounds")
 
 
 def table(medians, title):
@@ -30,25 +40,48 @@ def table(medians, title):
     return lines
 
 
-def render(path):
-    data = json.load(open(path))
-    machine = data["machine_info"]
+def render_loss(data):
     by_kind = defaultdict(lambda: defaultdict(dict))
     for bench in data["benchmarks"]:
         info = bench["extra_info"]
         kind = "all" if info.get("pairs", "all") == "all" else "mined"
         by_kind[kind][(info["B"], info.get("pairs", "all"))][info["impl"]] = bench["stats"]["median"]
-    lines = [
-        f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cpu_count', '?')} cores "
-        f"({machine.get('torch_threads', '?')} torch threads), torch {machine.get('torch', '?')}, "
-        f"Python {machine.get('python_version', '?')}; {data['datetime'][:10]}. Medians of "
-        "pytest-benchmark rounds; forward + backward, T = 11, float32.",
-        "",
-    ]
+    lines = [machine_line(data) + "; forward + backward, T = 11, float32.", ""]
     if by_kind["all"]:
         lines += table(by_kind["all"], "All pairs:") + [""]
     if by_kind["mined"]:
         lines += table(by_kind["mined"], "Mined (max_pairs = 4 B per task, hard_fraction = 0.7):")
+    return lines
+
+
+def shape(dims):
+    return "(" + ", ".join(str(d) for d in dims) + ")"
+
+
+def render_augmentation(data):
+    rows = defaultdict(dict)
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        key = (info["op"], shape(info["shape"]), shape(info["out_size"]))
+        rows[key][info["impl"]] = bench["stats"]["median"]
+    lines = [
+        machine_line(data) + "; float32.",
+        "",
+        "| op | input | output size | fused | reference | reference / fused |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for (op, in_shape, out_size), row in rows.items():
+        ratio = f"{row['reference'] / row['fused']:.1f}×" if {"fused", "reference"} <= row.keys() else "–"
+        lines.append(f"| {op} | {in_shape} | {out_size} | {fmt(row['fused']) if 'fused' in row else '–'} | "
+                     f"{fmt(row['reference']) if 'reference' in row else '–'} | {ratio} |")
+    return lines
+
+
+def render(path):
+    with open(path) as f:
+        data = json.load(f)
+    is_augmentation = any("op" in bench["extra_info"] for bench in data["benchmarks"])
+    lines = render_augmentation(data) if is_augmentation else render_loss(data)
     return "\n".join(lines).rstrip()
 
 
