@@ -15,7 +15,7 @@ if _library.LOADED:
     from . import _ops  # noqa: F401  (fake and autograd registrations)
 
 from . import reference
-from .augment import AUGMENT_PARAM_NAMES, augment, sample_augment_params
+from .augmentation import AUGMENT_PARAM_NAMES, augment, sample_augment_params
 from .loss import PairwiseRankLoss, mined_pairs, pairwise_rank_loss
 from .soft_clamp import soft_clamp
 from .tta import LEFT_RIGHT_TASKS, tta_merge, tta_view_flipped, tta_views
