@@ -31,57 +31,57 @@ __all__ = ["AUGMENT_PARAM_NAMES", "augment", "sample_augment_params"]
 AUGMENT_PARAM_NAMES = ("dz", "flip", "intensity", "dy", "dx", "scale", "rotation")
 
 
-def _range(name: str, value, integer: bool) -> tuple:
-    ok = isinstance(value, Sequence) and len(value) == 2
+def _magnitude(name: str, value, integer: bool):
     kinds = (int,) if integer else (int, float)
-    if not ok or not all(isinstance(v, kinds) and not isinstance(v, bool) for v in value):
-        kind = "ints" if integer else "numbers"
-        raise ValueError(f"{name} must be a (low, high) pair of {kind}, got {value!r}")
-    if value[0] > value[1]:
-        raise ValueError(f"{name} must have low <= high, got {tuple(value)}")
-    return tuple(value)
+    if not isinstance(value, kinds) or isinstance(value, bool) or not value >= 0:
+        kind = "an int" if integer else "a number"
+        raise ValueError(f"{name} must be {kind} >= 0, got {value!r}")
+    return value
 
 
 def sample_augment_params(n: int, generator: torch.Generator | None = None, *,
-                          dz=(-2, 2), flip_p: float = 0.5, intensity=(-0.1, 0.1),
-                          dy=(-24, 24), dx=(-32, 32), scale=(0.9, 1.1),
-                          rotation=(-15.0, 15.0), dtype=torch.float32) -> torch.Tensor:
-    """Random augmentation parameters (N, 7) for :func:`augment`, SPEC §5 defaults.
+                          slice_shift: int = 2, flip: float = 0.5, intensity: float = 0.1,
+                          shift_h: int = 24, shift_w: int = 32, scale=(0.9, 1.1),
+                          rotate_deg: float = 15.0, dtype=torch.float32) -> torch.Tensor:
+    """Random augmentation parameters (n, 7) for :func:`augment`; SPEC §5 defaults.
 
-    Integer ranges (dz, dy, dx) are inclusive; the others are uniform on
-    [low, high). One ``torch.rand`` draw from ``generator`` (None: torch's
-    default generator) on the generator's device, so the same generator state
-    gives the same parameters.
+    Per sample: dz ~ U{-slice_shift..slice_shift}, a flip with probability
+    ``flip``, intensity ~ U(-intensity, intensity), dy ~ U{-shift_h..shift_h},
+    dx ~ U{-shift_w..shift_w}, scale ~ U(scale[0], scale[1]) and rotation ~
+    U(-rotate_deg, rotate_deg) degrees. One ``torch.rand`` draw from
+    ``generator`` (None: torch's default generator) on the generator's device,
+    so the same generator state gives the same parameters.
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise ValueError(f"n must be an int >= 0, got {n!r}")
-    ints = {name: _range(name, v, True) for name, v in (("dz", dz), ("dy", dy), ("dx", dx))}
-    reals = {name: _range(name, v, False) for name, v in
-             (("intensity", intensity), ("scale", scale), ("rotation", rotation))}
-    if not 0.0 <= flip_p <= 1.0:
-        raise ValueError(f"flip_p must be in [0, 1], got {flip_p}")
-    if reals["scale"][0] <= 0:
-        raise ValueError(f"scale must be > 0, got {reals['scale']}")
+    dz, dy, dx = (_magnitude(name, v, True) for name, v in
+                  (("slice_shift", slice_shift), ("shift_h", shift_h), ("shift_w", shift_w)))
+    intensity = _magnitude("intensity", intensity, False)
+    rotate_deg = _magnitude("rotate_deg", rotate_deg, False)
+    if isinstance(flip, bool) or not isinstance(flip, (int, float)) or not 0 <= flip <= 1:
+        raise ValueError(f"flip must be a probability in [0, 1], got {flip!r}")
+    if (not isinstance(scale, Sequence) or len(scale) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)
+            or not 0 < scale[0] <= scale[1]):
+        raise ValueError(f"scale must be a (low, high) pair with 0 < low <= high, got {scale!r}")
 
     device = generator.device if generator is not None else None
     u = torch.rand((n, len(AUGMENT_PARAM_NAMES)), generator=generator, dtype=torch.float64, device=device)
 
-    def integer(col, lo_hi):
-        lo, hi = lo_hi
-        return (lo + torch.floor(u[:, col] * (hi - lo + 1))).clamp(max=hi)
+    def integer(col, m):  # U{-m..m}
+        return (torch.floor(u[:, col] * (2 * m + 1)) - m).clamp(max=m)
 
-    def uniform(col, lo_hi):
-        lo, hi = lo_hi
+    def uniform(col, lo, hi):
         return lo + u[:, col] * (hi - lo)
 
     columns = [
-        integer(0, ints["dz"]),
-        (u[:, 1] < flip_p).to(torch.float64),
-        uniform(2, reals["intensity"]),
-        integer(3, ints["dy"]),
-        integer(4, ints["dx"]),
-        uniform(5, reals["scale"]),
-        uniform(6, reals["rotation"]),
+        integer(0, dz),
+        (u[:, 1] < flip).to(torch.float64),
+        uniform(2, -intensity, intensity),
+        integer(3, dy),
+        integer(4, dx),
+        uniform(5, *scale),
+        uniform(6, -rotate_deg, rotate_deg),
     ]
     return torch.stack(columns, dim=1).to(dtype)
 

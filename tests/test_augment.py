@@ -41,8 +41,8 @@ def test_random_params_match_grid_sample_reference(geometry, seed):
     vol = volume(shape, seed=seed)
     g = torch.Generator().manual_seed(100 + seed)
     # Wider than the defaults so that rotated and shifted crops leave the volume.
-    params = se.sample_augment_params(shape[0], g, dz=(-4, 4), dy=(-8, 8), dx=(-8, 8), scale=(0.6, 1.5),
-                                      rotation=(-60.0, 60.0), intensity=(-1.0, 1.0), dtype=torch.float64)
+    params = se.sample_augment_params(shape[0], g, slice_shift=4, shift_h=8, shift_w=8, scale=(0.6, 1.5),
+                                      rotate_deg=60.0, intensity=1.0, dtype=torch.float64)
     params[:, 3:5] += torch.rand(shape[0], 2, generator=g, dtype=torch.float64) - 0.5  # sub-voxel shifts
     out, flipped = se.augment(vol, params, out_size)
     expected, expected_flipped = ref.augment(vol, params, out_size)
@@ -189,24 +189,27 @@ def test_sampling_is_reproducible_with_a_generator():
 
 
 def test_custom_ranges():
-    p = se.sample_augment_params(500, torch.Generator().manual_seed(0), dz=(0, 0), flip_p=1.0, intensity=(0.2, 0.2),
-                                 dy=(3, 4), dx=(-1, -1), scale=(1.0, 1.0), rotation=(90, 90))
-    assert bool((p[:, 0] == 0).all()) and bool((p[:, 1] == 1).all()) and bool((p[:, 2] == 0.2).all())
-    assert set(p[:, 3].tolist()) == {3.0, 4.0} and bool((p[:, 4] == -1).all())
-    assert bool((p[:, 5] == 1).all()) and bool((p[:, 6] == 90).all())
-    assert not se.sample_augment_params(500, flip_p=0.0)[:, 1].any()
+    p = se.sample_augment_params(500, torch.Generator().manual_seed(0), slice_shift=0, flip=1.0, intensity=0,
+                                 shift_h=1, shift_w=0, scale=(1.25, 1.25), rotate_deg=0, dtype=torch.float64)
+    assert bool((p[:, 0] == 0).all()) and bool((p[:, 1] == 1).all()) and bool((p[:, 2] == 0).all())
+    assert set(p[:, 3].tolist()) == {-1.0, 0.0, 1.0} and bool((p[:, 4] == 0).all())
+    assert bool((p[:, 5] == 1.25).all()) and bool((p[:, 6] == 0).all())
+    assert not se.sample_augment_params(500, flip=0.0)[:, 1].any()
     assert se.sample_augment_params(0).shape == (0, 7)
 
 
 SAMPLE_ERRORS = [
     ({"n": -1}, r"n must be an int >= 0, got -1"),
     ({"n": 2.0}, r"n must be an int >= 0, got 2.0"),
-    ({"dz": (2, -2)}, r"dz must have low <= high, got \(2, -2\)"),
-    ({"dy": (0.5, 2)}, r"dy must be a \(low, high\) pair of ints, got \(0.5, 2\)"),
-    ({"dx": 3}, r"dx must be a \(low, high\) pair of ints, got 3"),
-    ({"rotation": (1, 2, 3)}, r"rotation must be a \(low, high\) pair of numbers"),
-    ({"flip_p": 1.5}, r"flip_p must be in \[0, 1\], got 1.5"),
-    ({"scale": (0.0, 1.0)}, r"scale must be > 0, got \(0.0, 1.0\)"),
+    ({"slice_shift": -2}, r"slice_shift must be an int >= 0, got -2"),
+    ({"shift_h": 2.5}, r"shift_h must be an int >= 0, got 2.5"),
+    ({"shift_w": (0, 3)}, r"shift_w must be an int >= 0, got \(0, 3\)"),
+    ({"intensity": -0.1}, r"intensity must be a number >= 0, got -0.1"),
+    ({"rotate_deg": float("nan")}, r"rotate_deg must be a number >= 0, got nan"),
+    ({"flip": 1.5}, r"flip must be a probability in \[0, 1\], got 1.5"),
+    ({"scale": (0.0, 1.0)}, r"scale must be a \(low, high\) pair with 0 < low <= high, got \(0.0, 1.0\)"),
+    ({"scale": (1.1, 0.9)}, r"scale must be a \(low, high\) pair with 0 < low <= high, got \(1.1, 0.9\)"),
+    ({"scale": 1.0}, r"scale must be a \(low, high\) pair"),
 ]
 
 

@@ -198,8 +198,8 @@ def test_cuda_tta_views_equals_cpu(dtype):
                                         (torch.bfloat16, 1e-2)])
 def test_cuda_augment_matches_cpu(dtype, atol):
     vol = vol5(N=6, C=2, D=15, H=40, W=50, dtype=dtype)
-    p = se.sample_augment_params(6, torch.Generator().manual_seed(1), dz=(-5, 5), dy=(-20, 20), dx=(-20, 20),
-                                 rotation=(-45, 45))
+    p = se.sample_augment_params(6, torch.Generator().manual_seed(1), slice_shift=5, shift_h=20, shift_w=20,
+                                 rotate_deg=45.0)
     cpu, cpu_flipped = se.augment(vol, p, (12, 30, 36))
     gpu, gpu_flipped = se.augment(vol.cuda(), p.cuda(), (12, 30, 36))
     torch.testing.assert_close(gpu.cpu().double(), cpu.double(), rtol=0, atol=atol)
