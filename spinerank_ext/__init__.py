@@ -7,7 +7,7 @@
 Plain PyTorch versions of every function live in :mod:`spinerank_ext.reference`.
 """
 from . import _library
-from ._library import has_compiled_ops
+from ._library import has_compiled_ops, has_cuda_ops
 
 if _library.LOADED:
     from . import _ops  # noqa: F401  (fake and autograd registrations)
@@ -24,4 +24,5 @@ __all__ = [
     "soft_clamp",
     "reference",
     "has_compiled_ops",
+    "has_cuda_ops",
 ]
