@@ -11,7 +11,13 @@ from collections import defaultdict
 
 
 def fmt(seconds):
+    if seconds is None:
+        return "out of memory"
     return f"{seconds * 1e3:.3f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def ratio(baseline, fused):
+    return "–" if baseline is None or fused is None else f"{baseline / fused:.1f}×"
 
 
 def table(medians, title):
@@ -19,13 +25,13 @@ def table(medians, title):
     lines = [
         title,
         "",
-        "| B | pairs | fused | " + " | ".join(f"{b} | {b} / fused" for b in baselines) + " |",
+        "| " + " | ".join(["B", "pairs", "fused"] + [f"{b} | {b} / fused" for b in baselines]) + " |",
         "|---:|---|---:|" + "---:|---:|" * len(baselines),
     ]
     for (B, pairs), row in sorted(medians.items()):
         cells = [str(B), pairs, fmt(row["fused"])]
         for b in baselines:
-            cells += [fmt(row[b]), f"{row[b] / row['fused']:.1f}×"] if b in row else ["–", "–"]
+            cells += [fmt(row[b]), ratio(row[b], row["fused"])] if b in row else ["–", "–"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -38,7 +44,15 @@ def render(path):
         info = bench["extra_info"]
         kind = "all" if info.get("pairs", "all") == "all" else "mined"
         by_kind[kind][(info["B"], info.get("pairs", "all"))][info["impl"]] = bench["stats"]["median"]
-    lines = [
+    if machine.get("gpu"):
+        head = (f"Machine: {machine['gpu']} ({machine.get('gpu_memory_gib', '?')} GiB), CUDA "
+                f"{machine.get('cuda', '?')}, torch {machine.get('torch', '?')}, Python "
+                f"{machine.get('python_version', '?')}; {data['datetime'][:10]}. Medians of CUDA-event "
+                "timings after warm-up; forward + backward, T = 11, float32.")
+        lines = [head, ""]
+    else:
+        lines = []
+    lines = lines or [
         f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cpu_count', '?')} cores "
         f"({machine.get('torch_threads', '?')} torch threads), torch {machine.get('torch', '?')}, "
         f"Python {machine.get('python_version', '?')}; {data['datetime'][:10]}. Medians of "
