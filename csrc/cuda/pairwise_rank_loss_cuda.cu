@@ -44,6 +44,7 @@
 #include <limits>
 
 #include "pair_math.h"
+#include "pair_select.h"
 #include "pairwise_rank_loss_args.h"
 #include "pairwise_rank_loss_values.h"
 
@@ -309,50 +310,6 @@ __global__ void __launch_bounds__(kRowThreads) all_pairs_kernel(
 // ---------------------------------------------------------------------------
 // Mining.
 
-// Walks pair indices q, q + step, ... of n samples as (a, b) without a square
-// root per pair.
-struct PairCursor {
-  int64_t n, a, b;
-  __device__ PairCursor(int64_t n_, int64_t q) : n(n_) {
-    if (n < 2) {
-      a = b = 0;
-      return;
-    }
-    const PairAB ab = pair_from_index(n, q < n * (n - 1) / 2 ? q : 0);
-    a = ab.a;
-    b = ab.b;
-  }
-  __device__ void advance(int64_t step) {
-    b += step;
-    while (b >= n && a < n - 1) {  // past the end of row a: into the next row
-      b -= n;
-      ++a;
-      b += a + 1;
-    }
-  }
-};
-
-// Open-addressing set of non-negative int64 keys (-1 = empty), written by one
-// thread, read by the whole block after a barrier.
-__device__ __forceinline__ int64_t hash_slot(int64_t key, int64_t cap) {
-  return int64_t((uint64_t(key) * 0x9E3779B97F4A7C15ull) >> 32) & (cap - 1);
-}
-__device__ bool hash_insert(int64_t* table, int64_t cap, int64_t key) {
-  for (int64_t h = hash_slot(key, cap);; h = (h + 1) & (cap - 1)) {
-    if (table[h] == key) return false;
-    if (table[h] == -1) {
-      table[h] = key;
-      return true;
-    }
-  }
-}
-__device__ bool hash_contains(const int64_t* table, int64_t cap, int64_t key) {
-  for (int64_t h = hash_slot(key, cap);; h = (h + 1) & (cap - 1)) {
-    if (table[h] == key) return true;
-    if (table[h] == -1) return false;
-  }
-}
-
 struct MiningArgs {
   int64_t max_pairs;
   double hard_fraction;
@@ -453,17 +410,9 @@ __global__ void __launch_bounds__(kSelectThreads) select_kernel(
       }
       __syncthreads();
       if (tid == 0) {
-        int64_t above = 0;
-        int digit = 0;
-        for (int dgt = 255; dgt >= 0; --dgt) {
-          if (above + int64_t(digit_count[dgt]) >= remaining) {
-            digit = dgt;
-            break;
-          }
-          above += int64_t(digit_count[dgt]);
-        }
-        prefix_shared = prefix | (uint64_t(digit) << shift);
-        remaining_shared = remaining - above;
+        const DigitPick pick = pick_digit(digit_count, remaining);
+        prefix_shared = prefix | (uint64_t(pick.digit) << shift);
+        remaining_shared = remaining - pick.above;
       }
       __syncthreads();
       prefix = prefix_shared;
@@ -484,15 +433,10 @@ __global__ void __launch_bounds__(kSelectThreads) select_kernel(
     const int64_t M = P - k_hard;
     int64_t* draws = ws.draws + int64_t(t) * m.cap;
     for (int64_t i = tid; i < table_cap; i += kSelectThreads) table[i] = -1;
-    for (int64_t i = tid; i < k_rand; i += kSelectThreads) {
-      const int64_t j = M - k_rand + i;
-      draws[i] = int64_t(uniform_below(mining_random(seed, t, uint64_t(j)), uint64_t(j + 1)));
-    }
+    for (int64_t i = tid; i < k_rand; i += kSelectThreads) draws[i] = floyd_draw(seed, t, M - k_rand + i);
     __syncthreads();
     if (tid == 0) {
-      for (int64_t i = 0; i < k_rand; ++i) {
-        if (!hash_insert(table, table_cap, draws[i])) hash_insert(table, table_cap, M - k_rand + i);
-      }
+      for (int64_t i = 0; i < k_rand; ++i) floyd_insert(table, table_cap, draws[i], M - k_rand + i);
     }
     __syncthreads();
   }
@@ -711,10 +655,8 @@ MiningArgs mining_args(int64_t B, int64_t max_pairs, double hard_fraction) {
   const int64_t all = B * (B - 1) / 2;
   m.cap = std::max<int64_t>(1, std::min(max_pairs, all));
   const int64_t k_rand = max_pairs - hard_pair_count(max_pairs, hard_fraction);
-  int64_t table_cap = 64;
-  while (table_cap < 2 * std::min(k_rand, m.cap)) table_cap *= 2;
-  m.table_cap = table_cap;
-  m.table_in_smem = table_cap * int64_t(sizeof(int64_t)) <= kSmemTableBytes;
+  m.table_cap = hash_capacity(std::min(k_rand, m.cap));
+  m.table_in_smem = m.table_cap * int64_t(sizeof(int64_t)) <= kSmemTableBytes;
   return m;
 }
 
