@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 
 SOURCES := pyproject.toml CMakeLists.txt $(wildcard cmake/* build_support/*.py csrc/*.* csrc/*/*.* spinerank_ext/*.py python/spinerank/*.py)
 
-.PHONY: demo test bench bench-smoke clean
+.PHONY: demo test bench bench-cuda bench-smoke cuda-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,15 @@ bench: $(VENV)/.installed
 	  $(BIN)/pytest benchmarks/test_bench_$$b.py --benchmark-json=benchmarks/results/cpu-$$b.json || exit 1; \
 	done
 	for b in $(BENCHES); do $(BIN)/python benchmarks/render_table.py benchmarks/results/cpu-$$b.json; done
+
+# CUDA benchmarks (needs a GPU): CUDA-event medians, fused vs eager and compiled reference.
+bench-cuda: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_cuda.py
+	$(BIN)/python benchmarks/render_table.py benchmarks/results/cuda-pairwise_rank_loss.json
+
+# Compile every CUDA source for sm_90 without a GPU (see .ci/cuda-check).
+cuda-check:
+	VENV=$(VENV) .ci/cuda-check
 
 # Every benchmark case once, untimed: they still check their results.
 bench-smoke: $(VENV)/.installed

@@ -13,11 +13,23 @@ from collections import defaultdict
 
 
 def fmt(seconds):
+    if seconds is None:
+        return "out of memory"
     return f"{seconds * 1e3:.3f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
+def ratio(baseline, fused):
+    return "–" if baseline is None or fused is None else f"{baseline / fused:.1f}×"
+
+
 def machine_line(data):
+    """Where and how the numbers were measured: the GPU for CUDA-event timings, else the CPU."""
     machine = data["machine_info"]
+    if machine.get("gpu"):
+        return (f"Machine: {machine['gpu']} ({machine.get('gpu_memory_gib', '?')} GiB), CUDA "
+                f"{machine.get('cuda', '?')}, torch {machine.get('torch', '?')}, Python "
+                f"{machine.get('python_version', '?')}; {data['datetime'][:10]}. Medians of CUDA-event "
+                "timings after warm-up")
     return (f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cpu_count', '?')} cores "
             f"({machine.get('torch_threads', '?')} torch threads), torch {machine.get('torch', '?')}, "
             f"Python {machine.get('python_version', '?')}; {data['datetime'][:10]}. Medians of "
@@ -29,13 +41,13 @@ def table(medians, title):
     lines = [
         title,
         "",
-        "| B | pairs | fused | " + " | ".join(f"{b} | {b} / fused" for b in baselines) + " |",
+        "| " + " | ".join(["B", "pairs", "fused"] + [f"{b} | {b} / fused" for b in baselines]) + " |",
         "|---:|---|---:|" + "---:|---:|" * len(baselines),
     ]
     for (B, pairs), row in sorted(medians.items()):
         cells = [str(B), pairs, fmt(row["fused"])]
         for b in baselines:
-            cells += [fmt(row[b]), f"{row[b] / row['fused']:.1f}×"] if b in row else ["–", "–"]
+            cells += [fmt(row[b]), ratio(row[b], row["fused"])] if b in row else ["–", "–"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -71,9 +83,9 @@ def render_augmentation(data):
         "|---|---|---|---:|---:|---:|",
     ]
     for (op, in_shape, out_size), row in rows.items():
-        ratio = f"{row['reference'] / row['fused']:.1f}×" if {"fused", "reference"} <= row.keys() else "–"
-        lines.append(f"| {op} | {in_shape} | {out_size} | {fmt(row['fused']) if 'fused' in row else '–'} | "
-                     f"{fmt(row['reference']) if 'reference' in row else '–'} | {ratio} |")
+        fused, baseline = row.get("fused"), row.get("reference")
+        lines.append(f"| {op} | {in_shape} | {out_size} | {fmt(fused) if 'fused' in row else '–'} | "
+                     f"{fmt(baseline) if 'reference' in row else '–'} | {ratio(baseline, fused)} |")
     return lines
 
 

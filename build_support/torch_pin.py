@@ -35,7 +35,8 @@ def get_requires_for_dynamic_metadata(settings=None):
 
 
 def dynamic_metadata(field, settings=None, project=None):
+    """torch==<built version>, then the plain dependencies listed under ``others``."""
     if field != "dependencies":
         raise RuntimeError(f"torch_pin provides 'dependencies' only, not {field!r}")
     version = _target_torch() or _torch_version(sys.path) or FALLBACK_TORCH
-    return [f"torch=={version}"]
+    return [f"torch=={version}", *(settings or {}).get("others", [])]

@@ -80,16 +80,6 @@ SPINERANK_HD PairTerm<acc_t> similar_pair(acc_t delta) {
   return {delta * delta, acc_t(2) * delta};
 }
 
-// Mining hardness (larger = harder): m - rdelta for ordinal pairs (> 0 means
-// the margin is violated; satisfied pairs are negative), |delta| for similar
-// pairs, delta = s_i - s_j.
-template <typename acc_t>
-SPINERANK_HD acc_t pair_hardness(const LossParams& p, acc_t delta, int d, acc_t inv_km1) {
-  if (d == 0) return fabs(delta);
-  const acc_t rdelta = d > 0 ? delta : -delta;
-  return pair_margin(p, grade_gap(d, inv_km1)) - rdelta;
-}
-
 // The per-task loss from the accumulated pair sums:
 // L_t = lambda_dis * sum_dis / max(1, n_dis) + lambda_sim * sum_sim / max(1, n_sim).
 // The two factors also scale every pair's gradient.
@@ -160,6 +150,53 @@ SPINERANK_HD uint64_t hardness_key(double h) {
   uint64_t bits;
   memcpy(&bits, &h, sizeof bits);
   return (bits >> 63) ? ~bits : bits | (uint64_t(1) << 63);
+}
+
+// Double arithmetic with every operation rounded on its own. nvcc fuses a * b + c
+// into one FMA by default; mining must rank pairs identically on every backend,
+// so its hardness is computed with these. (Host code is built with
+// -ffp-contract=off, see CMakeLists.txt, so plain operators round separately.)
+SPINERANK_HD double add_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+SPINERANK_HD double mul_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+// Mining hardness of the pair (i, j), larger = harder, in double: m - r * delta
+// for ordinal pairs (> 0: the margin is violated; satisfied pairs are negative)
+// and |delta| for similar pairs; delta = s_i - s_j, d = y_i - y_j,
+// inv_km1 = 1 / (K - 1). Scores enter as doubles, whatever their dtype.
+SPINERANK_HD double mining_hardness(const LossParams& p, double s_i, double s_j, int d,
+                                    double inv_km1) {
+  const double delta = add_rn(s_i, -s_j);
+  if (d == 0) return fabs(delta);
+  const double rdelta = d > 0 ? delta : -delta;
+  const double g = mul_rn(double(d < 0 ? -d : d), inv_km1);
+  return add_rn(add_rn(p.margin_base, mul_rn(p.margin_scale, g)), -rdelta);
+}
+
+// The pair of index q (lexicographic order over n samples) as (a, b), a < b.
+// The square root gives a first guess; the loops make it exact.
+struct PairAB {
+  int64_t a, b;
+};
+SPINERANK_HD PairAB pair_from_index(int64_t n, int64_t q) {
+  const double w = double(2 * n - 1);
+  int64_t a = int64_t((w - sqrt(w * w - 8.0 * double(q))) * 0.5);
+  if (a < 0) a = 0;
+  if (a > n - 2) a = n - 2;
+  while (a > 0 && pair_row_offset(n, a) > q) --a;
+  while (a < n - 2 && pair_row_offset(n, a + 1) <= q) ++a;
+  return {a, a + 1 + (q - pair_row_offset(n, a))};
 }
 
 // Split of max_pairs into the hard and the random part.

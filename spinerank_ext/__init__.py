@@ -9,7 +9,7 @@ augmentation: :func:`sample_augment_params`, :func:`augment`.
 Plain PyTorch versions of every function live in :mod:`spinerank_ext.reference`.
 """
 from . import _library
-from ._library import has_compiled_ops
+from ._library import has_compiled_ops, has_cuda_ops
 
 if _library.LOADED:
     from . import _ops  # noqa: F401  (fake and autograd registrations)
@@ -27,6 +27,7 @@ __all__ = [
     "PairwiseRankLoss",
     "augment",
     "has_compiled_ops",
+    "has_cuda_ops",
     "mined_pairs",
     "pairwise_rank_loss",
     "reference",

@@ -60,7 +60,7 @@ class LossOptions:
 
 def _loss(scores, grades, ks, options: LossOptions, seed: Optional[torch.Tensor]):
     """(loss, counts) from the fused op, or from the reference when it is not loaded."""
-    if _library.LOADED:
+    if _library.fused_for(scores):
         loss, _, counts = torch.ops.spinerank_ext.pairwise_rank_loss(
             scores, _grades_for_kernel(grades), ks, *options.op_args(), seed)
         return loss, counts
@@ -144,7 +144,7 @@ def mined_pairs(
         raise ValueError("mined_pairs needs max_pairs (an int >= 1)")
     _validate.mining(max_pairs, hard_fraction)
     seed = _mining_seed(max_pairs, generator)
-    if not _library.LOADED:
+    if not _library.fused_for(scores):
         return reference.mined_pairs(scores, grades, ks, margin_base=margin_base,
                                      margin_scale=margin_scale, max_pairs=max_pairs,
                                      hard_fraction=hard_fraction, generator=int(seed))

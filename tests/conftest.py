@@ -38,3 +38,43 @@ def make_batch(B, ks, *, seed=0, dtype=torch.float64, missing=0.2, ties=True, de
 @pytest.fixture
 def batch():
     return make_batch
+
+
+def write_cohort(folder, subjects=20, shape=(20, 24, 6), seed=0, tasks=None):
+    """A small random dataset folder in the SPEC §10 layout: labels.csv and
+    volumes/<ivd_id>_<sequence>.npy, 1-2 discs per subject, T1 and T2 each,
+    2 centres, ~10% missing labels. Returns the folder."""
+    import csv
+    import pathlib
+
+    import numpy as np
+
+    from spinerank.tasks import TaskTable
+
+    tasks = tasks or TaskTable()
+    folder = pathlib.Path(folder)
+    (folder / "volumes").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    with open(folder / "labels.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["ivd_id", "subject_id", "level", "sequence", "centre", *tasks.names])
+        for s in range(subjects):
+            for level in ["L4/L5", "L5/S1"][: 1 + s % 2]:
+                ivd = f"s{s:03d}_{level.replace('/', '')}"
+                grades = [int(rng.integers(k)) if rng.random() > 0.1 else "" for k in tasks.num_grades]
+                for sequence in ("T1", "T2"):
+                    np.save(folder / "volumes" / f"{ivd}_{sequence}.npy",
+                            rng.standard_normal(shape).astype(np.float32))
+                    writer.writerow([ivd, f"s{s:03d}", level, sequence, f"c{s % 2}", *grades])
+    return folder
+
+
+def tiny_config(data, out, **overrides):
+    """A TrainConfig small enough for tests: width 4, (4, 16, 20) crops."""
+    from spinerank import config as config_lib
+
+    settings = dict(data=str(data), out=str(out), width=4, volume_shape=(6, 20, 24), input_shape=(4, 16, 20),
+                    batch_size=8, epochs_phase1=2, epochs_phase2=2, patience=5, min_epochs=1,
+                    aug_shift_h=2, aug_shift_w=2, aug_slice_shift=1, progress=False)
+    settings.update(overrides)
+    return config_lib.resolve("paper", None, **settings)

@@ -20,6 +20,7 @@
 
 #include "pair_math.h"
 #include "pairwise_rank_loss_args.h"
+#include "pairwise_rank_loss_values.h"
 
 namespace spinerank {
 namespace {
@@ -39,36 +40,6 @@ int64_t task_grain(int64_t B, int64_t T, bool mining) {
   constexpr int64_t kMinParallelWork = 1 << 15;
   const int64_t work = B * (B - 1) / 2 * T * (mining ? 40 : 1);
   return work < kMinParallelWork ? std::max<int64_t>(T, 1) : 1;
-}
-
-// Rejects non-finite scores and out-of-range grades, naming row, task and value,
-// and counts each task's valid samples. Serial and in batch order, so the first
-// offending entry is always the one reported.
-std::vector<int64_t> check_values(const at::Tensor& scores, const at::Tensor& grades,
-                                  c10::IntArrayRef num_grades) {
-  const int64_t B = scores.size(0), T = scores.size(1);
-  std::vector<int64_t> n_valid(T, 0);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(), "check_values", [&] {
-    using scalar_t_ = scalar_t;
-    AT_DISPATCH_INDEX_TYPES(grades.scalar_type(), "check_values_grades", [&] {
-      const scalar_t_* sp = scores.const_data_ptr<scalar_t_>();
-      const index_t* yp = grades.const_data_ptr<index_t>();
-      for (int64_t b = 0; b < B; ++b) {
-        for (int64_t t = 0; t < T; ++t) {
-          const int64_t grade = yp[b * T + t];
-          if (grade < 0) continue;  // missing
-          TORCH_CHECK_VALUE(grade < num_grades[t], "grade ", grade, " at row ", b, ", task ", t,
-                            " is out of range: task ", t, " has K = ", num_grades[t],
-                            " grades (0..", num_grades[t] - 1, "; negative = missing)");
-          const double score = double(sp[b * T + t]);
-          TORCH_CHECK_VALUE(std::isfinite(score), "scores must be finite: got ", score,
-                            " at row ", b, ", task ", t);
-          ++n_valid[t];
-        }
-      }
-    });
-  });
-  return n_valid;
 }
 
 // Task t's valid samples, in batch order, from contiguous (B, T) inputs. With
@@ -219,7 +190,7 @@ std::vector<int64_t> hardest_pairs(const LossParams& p, const TaskSamples& ts, i
   int64_t index = 0;
   for (int a = 0; a < n; ++a) {
     for (int b = a + 1; b < n; ++b, ++index) {
-      const double h = pair_hardness(p, ts.s[a] - ts.s[b], ts.y[a] - ts.y[b], inv_km1);
+      const double h = mining_hardness(p, ts.s[a], ts.s[b], ts.y[a] - ts.y[b], inv_km1);
       const Hard c{hardness_key(h), index};
       if (full && !harder_first(c, buf[k - 1])) continue;
       buf.push_back(c);

@@ -1,0 +1,44 @@
+"""Atomic file writes: a checkpoint or a log is either the old file or the new
+one, never a truncated mix, whatever kills the process (temp file in the same
+folder, fsync, rename)."""
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+from typing import Any
+
+import torch
+
+
+def _atomic_write(path: str | pathlib.Path, write) -> None:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | pathlib.Path, text: str) -> None:
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def save_checkpoint(path: str | pathlib.Path, state: dict[str, Any]) -> None:
+    _atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | pathlib.Path, map_location="cpu") -> dict[str, Any]:
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # a foreign or damaged file
+        raise ValueError(f"checkpoint {path} cannot be read: {exc}") from exc

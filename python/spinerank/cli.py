@@ -1,0 +1,95 @@
+"""The ``spinerank`` command (also ``python -m spinerank``).
+
+    spinerank synth --out DIR [--subjects N] [--seed S] [--shape H W D]
+    spinerank train --data DIR --out RUN [--preset tiny|paper] [--config FILE]
+                    [--epochs-phase1 N] [--epochs-phase2 N] [--batch-size N]
+                    [--device cpu|cuda] [--amp] [--max-pairs N] [--seed S] [--resume]
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+
+def _synth(args) -> None:
+    from .synth import synthesize
+
+    summary = synthesize(args.out, subjects=args.subjects, seed=args.seed, shape=tuple(args.shape),
+                         progress=not args.quiet)
+    print(f"wrote the synthetic cohort to {args.out}: {summary}")
+
+
+def _train(args) -> None:
+    from . import config as config_lib
+    from .checkpoint import load_checkpoint
+    from .train import Trainer
+
+    if args.resume:
+        import pathlib
+
+        saved = load_checkpoint(pathlib.Path(args.out) / "last.pt")["config"]
+        # A resumed run keeps its configuration; only where it runs may change.
+        saved.update(out=args.out, device=args.device or saved["device"], progress=not args.quiet)
+        config = config_lib.TrainConfig(**saved)
+    else:
+        config = config_lib.resolve(
+            args.preset, args.config, data=args.data, out=args.out, epochs_phase1=args.epochs_phase1,
+            epochs_phase2=args.epochs_phase2, batch_size=args.batch_size, device=args.device,
+            amp=args.amp or None, max_pairs=args.max_pairs, seed=args.seed, progress=not args.quiet)
+    if not config.data:
+        raise ValueError("--data DIR is required")
+    result = Trainer(config).run(resume=args.resume)
+    print(f"done: best validation balanced accuracy (phase 1) {result['phase1']}, "
+          f"QWK (phase 2) {result['phase2']}; model in {config.out}/best.pt")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spinerank", description="SpineRankNet: continuous spine-degeneration "
+                                "severity scores from lumbar MRI.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="write a synthetic cohort (phantom volumes with known severities)")
+    s.add_argument("--out", required=True, help="dataset folder to create")
+    s.add_argument("--subjects", type=int, default=300)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--shape", type=int, nargs=3, default=(48, 80, 10), metavar=("H", "W", "D"),
+                   help="volume size (rows, columns, slices); the paper's is 192 320 15")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(run=_synth)
+
+    t = sub.add_parser("train", help="train SpineRankNet (both phases)")
+    t.add_argument("--data", help="dataset folder (labels.csv, volumes/)")
+    t.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, config.json)")
+    t.add_argument("--preset", choices=["paper", "tiny"], default=None,
+                   help="paper: the published model and protocol (default); tiny: a small CPU version")
+    t.add_argument("--config", help="YAML or JSON file of TrainConfig settings")
+    t.add_argument("--epochs-phase1", type=int)
+    t.add_argument("--epochs-phase2", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--device", choices=["cpu", "cuda"])
+    t.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
+    t.add_argument("--max-pairs", type=int, help="mine at most this many pairs per task (default: all)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(run=_train)
+    return p
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)  # `kill` stops as cleanly as Ctrl-C
+    try:
+        args.run(args)
+    except KeyboardInterrupt:
+        print("\nspinerank: interrupted. Checkpoints are intact; continue with --resume.", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"spinerank: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,166 @@
+"""One configuration dataclass for a training run, its presets, and how files and
+flags override it.
+
+Precedence, lowest first: the dataclass defaults (the paper's protocol), the
+preset (``paper`` or ``tiny``), a YAML/JSON file (``--config``), command-line
+flags. The resolved configuration is saved as ``config.json`` in the run folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+from .tasks import TaskTable
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    # data
+    data: str = ""
+    out: str = ""
+    tasks: list[dict] | None = None  # None: the default task table (SPEC §2)
+    volume_shape: tuple[int, int, int] = (15, 192, 320)  # (D, H, W) every volume is cropped/padded to
+    input_shape: tuple[int, int, int] = (12, 128, 256)  # (D, H, W) the model sees
+    split_seed: int = 0
+    num_workers: int = 0
+    # model (SPEC §6)
+    width: int = 64
+    rank_on: str = "logits"  # "logits" or "embedding"
+    dropout: float = 0.3
+    score_scale: float = 10.0
+    # training (SPEC §7)
+    method: str = "spinerank"
+    batch_size: int = 32
+    epochs_phase1: int = 300
+    epochs_phase2: int = 200
+    patience: int = 30
+    min_epochs: int = 50
+    lr_phase1: float = 1e-3
+    weight_decay: float = 1e-4
+    lr_encoder_phase2: float = 1e-4
+    lr_heads_phase2: float = 1e-3
+    max_pairs: int | None = None
+    hard_fraction: float = 0.7
+    # augmentation (SPEC §5): ranges of the per-sample random parameters
+    aug_slice_shift: int = 2
+    aug_flip: float = 0.5
+    aug_intensity: float = 0.1
+    aug_shift_h: int = 24
+    aug_shift_w: int = 32
+    aug_scale: tuple[float, float] = (0.9, 1.1)
+    aug_rotate_deg: float = 15.0
+    # run
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = False
+    progress: bool = True
+    preset: str = "paper"
+
+    def __post_init__(self):
+        for name in ("volume_shape", "input_shape", "aug_scale"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                setattr(self, name, tuple(value))
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad setting."""
+        def positive(name):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"config: {name} must be an int >= 1, got {getattr(self, name)!r}")
+
+        for name in ("batch_size", "width"):
+            positive(name)
+        for name in ("epochs_phase1", "epochs_phase2", "patience", "min_epochs", "num_workers"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"config: {name} must be an int >= 0, got {getattr(self, name)!r}")
+        for name in ("volume_shape", "input_shape"):
+            shape = getattr(self, name)
+            if len(shape) != 3 or not all(isinstance(v, int) and v >= 1 for v in shape):
+                raise ValueError(f"config: {name} must be three ints >= 1 (D, H, W), got {shape!r}")
+        if any(i > v for i, v in zip(self.input_shape, self.volume_shape)):
+            raise ValueError(f"config: input_shape {self.input_shape} must fit in volume_shape {self.volume_shape}")
+        if self.rank_on not in ("logits", "embedding"):
+            raise ValueError(f"config: rank_on must be 'logits' or 'embedding', got {self.rank_on!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"config: method must be one of {sorted(METHODS)}, got {self.method!r}")
+        if self.max_pairs is not None and self.max_pairs < 1:
+            raise ValueError(f"config: max_pairs must be None or >= 1, got {self.max_pairs!r}")
+        if self.epochs_phase1 < 1:
+            raise ValueError("config: epochs_phase1 must be >= 1 (phase 2 starts from the phase-1 model)")
+        TaskTable.from_config(self.tasks)
+
+    @property
+    def task_table(self) -> TaskTable:
+        return TaskTable.from_config(self.tasks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: The methods train knows; more (baselines) arrive with the evaluation issue.
+METHODS = {"spinerank"}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's protocol and model (SPEC §6-7): the dataclass defaults.
+    "paper": {},
+    # For a CPU: a narrow network on small crops, few epochs; runs both phases
+    # on the synthetic cohort (shape 48 x 80 x 10) in minutes on 2 cores.
+    "tiny": dict(width=8, volume_shape=(10, 48, 80), input_shape=(8, 40, 64), batch_size=16,
+                 epochs_phase1=6, epochs_phase2=6, patience=3, min_epochs=2, aug_shift_h=3,
+                 aug_shift_w=6, aug_slice_shift=1),
+}
+
+
+def load_file(path: str | pathlib.Path) -> dict[str, Any]:
+    """A YAML or JSON mapping of config fields."""
+    path = pathlib.Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"config file {path}: {exc.strerror}") from exc
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"config file {path}: not valid YAML: {exc}") from exc
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"config file {path}: not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def resolve(preset: str | None = None, file: str | None = None, **overrides: Any) -> TrainConfig:
+    """The configuration of a run: defaults < preset < file < overrides (None = not given).
+
+    The preset is ``preset`` if given, else the file's ``preset`` entry, else "paper"."""
+    settings: dict[str, Any] = {}
+    file_settings = load_file(file) if file else {}
+    preset = preset or overrides.pop("preset", None) or file_settings.get("preset") or "paper"
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    settings.update(PRESETS[preset])
+    settings.update(file_settings)
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    settings["preset"] = preset
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        source = f" in {file}" if file and set(unknown) & set(file_settings) else ""
+        raise ValueError(f"unknown config setting(s){source}: {', '.join(unknown)}")
+    config = TrainConfig(**settings)
+    config.validate()
+    return config
+
+
+def save(config: TrainConfig, path: str | pathlib.Path) -> None:
+    from .checkpoint import atomic_write_text
+
+    atomic_write_text(path, json.dumps(config.to_dict(), indent=2) + "\n")

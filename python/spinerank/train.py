@@ -1,0 +1,273 @@
+"""Two-phase training (SPEC §7).
+
+Phase 1 trains the encoder and the classification heads with inverse-frequency
+weighted cross-entropy and keeps the epoch of best mean validation balanced
+accuracy. Phase 2 starts from that model and trains the ranking heads with the
+fused pairwise ranking loss (lr 1e-3) while the encoder and classification heads
+fine-tune (lr 1e-4), keeping the epoch of best mean validation QWK with the
+fixed thresholds (c + 0.5) * S / (K - 1).
+
+Run folder: ``config.json`` (resolved), ``metrics.jsonl`` (one line per epoch),
+``last.pt`` (everything needed to resume: model, optimizer, scheduler,
+early-stopping state, RNG, history), ``best_phase1.pt`` and ``best.pt`` (the
+selected model). Every file is written atomically; an interrupted run resumes
+from ``last.pt`` and ends as an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+import spinerank_ext
+
+from . import config as config_lib
+from .augmentation import TrainAugment, centre_crop, swap_flipped
+from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .data import DiscDataset, class_weights, load_or_make_splits, read_labels, split_rows
+from .metrics import balanced_accuracy, fixed_thresholds, grades_from_scores, quadratic_weighted_kappa
+from .model import build_model
+
+CHECKPOINT_VERSION = 1
+
+
+def _seed(*parts: int) -> int:
+    """A 63-bit seed from several ints (run seed, phase, epoch, stream)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def weighted_cross_entropy(logits: list[torch.Tensor], grades: torch.Tensor, weights: list[torch.Tensor]):
+    """Mean over tasks with labels in the batch of each task's class-weighted CE
+    (normalised by the summed weights of its labelled samples, as torch does)."""
+    losses = []
+    for t, (lt, wt) in enumerate(zip(logits, weights)):
+        y = grades[:, t]
+        if (y >= 0).any() and wt[y[y >= 0]].sum() > 0:
+            losses.append(F.cross_entropy(lt.float(), y, weight=wt, ignore_index=-1))
+    if not losses:
+        return logits[0].sum() * 0.0
+    return torch.stack(losses).mean()
+
+
+def _json_safe(value):
+    """NaN (a metric of a task without labels) -> None, so metrics.jsonl stays valid JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+@dataclasses.dataclass
+class PhaseState:
+    phase: int = 1
+    epoch: int = 0  # epochs completed in this phase
+    best_metric: float = -math.inf
+    best_epoch: int = -1
+    since_best: int = 0
+    done: bool = False
+
+
+class Trainer:
+    def __init__(self, config: config_lib.TrainConfig):
+        config.validate()
+        self.config = config
+        self.out = pathlib.Path(config.out)
+        self.tasks = config.task_table
+        self.device = torch.device(config.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+        rows = read_labels(config.data, self.tasks)
+        splits = load_or_make_splits(config.data, rows, config.split_seed)
+        self.rows = split_rows(rows, splits)
+        self.train_set = DiscDataset(config.data, self.rows["train"], self.tasks, config.volume_shape,
+                                     mode="train", seed=config.seed)
+        self.val_set = DiscDataset(config.data, self.rows["val"], self.tasks, config.volume_shape, mode="eval")
+        self.weights = [w.to(self.device) for w in class_weights(self.rows["train"], self.tasks)]
+        torch.manual_seed(_seed(config.seed, 0))
+        self.model = build_model(config, self.tasks.num_grades).to(self.device)
+        self.augment = TrainAugment(config)
+        self.rank_loss = spinerank_ext.PairwiseRankLoss(
+            self.tasks.num_grades, scale=config.score_scale, max_pairs=config.max_pairs,
+            hard_fraction=config.hard_fraction, generator=config.seed).to(self.device)
+        self.history: list[dict] = []
+
+    # -- optimisation ---------------------------------------------------------
+
+    def _optimizer(self, phase: int):
+        c = self.config
+        if phase == 1:
+            groups = [{"params": self.model.encoder_parameters(), "lr": c.lr_phase1}]
+            epochs = c.epochs_phase1
+        else:
+            groups = [{"params": self.model.encoder_parameters(), "lr": c.lr_encoder_phase2},
+                      {"params": list(self.model.rank_parameters()), "lr": c.lr_heads_phase2}]
+            epochs = c.epochs_phase2
+        optimizer = torch.optim.AdamW(groups, weight_decay=c.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+        return optimizer, scheduler
+
+    def _loss(self, phase: int, out: dict, grades: torch.Tensor):
+        if phase == 1:
+            return weighted_cross_entropy(out["logits"], grades, self.weights)
+        return self.rank_loss(out["scores"].float(), grades)
+
+    def _train_epoch(self, phase: int, epoch: int, optimizer) -> float:
+        c = self.config
+        self.model.train()
+        self.train_set.set_epoch(epoch + 1000 * phase)
+        sampler = torch.utils.data.RandomSampler(
+            self.train_set, generator=torch.Generator().manual_seed(_seed(c.seed, phase, epoch, 1)))
+        loader = torch.utils.data.DataLoader(self.train_set, batch_size=c.batch_size, sampler=sampler,
+                                             num_workers=c.num_workers)
+        aug_generator = torch.Generator().manual_seed(_seed(c.seed, phase, epoch, 2))
+        torch.manual_seed(_seed(c.seed, phase, epoch, 3))  # dropout
+        total, count = 0.0, 0
+        bar = tqdm(loader, desc=f"phase {phase} epoch {epoch + 1}", leave=False, disable=not c.progress)
+        for volumes, grades in bar:
+            volumes, grades = volumes.to(self.device), grades.to(self.device)
+            volumes, flipped = self.augment(volumes, aug_generator)
+            # A left-right flip turns the left foramen into the right one.
+            grades = swap_flipped(grades, flipped, self.tasks.swap_permutation())
+            with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                enabled=c.amp and self.device.type == "cuda"):
+                out = self.model(volumes)
+            loss = self._loss(phase, out, grades)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * volumes.shape[0]
+            count += volumes.shape[0]
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        return total / max(count, 1)
+
+    @torch.no_grad()
+    def evaluate(self, dataset) -> dict:
+        """Per-task balanced accuracy (argmax of the logits) and QWK (scores with
+        the fixed thresholds) on a dataset in eval mode."""
+        c = self.config
+        self.model.eval()
+        loader = torch.utils.data.DataLoader(dataset, batch_size=c.batch_size, num_workers=c.num_workers)
+        preds, scores, grades = [], [], []
+        for volumes, y in tqdm(loader, desc="validation", leave=False, disable=not c.progress):
+            out = self.model(centre_crop(volumes.to(self.device), c.input_shape))
+            preds.append(torch.stack([lt.argmax(1) for lt in out["logits"]], 1).cpu())
+            scores.append(out["scores"].float().cpu())
+            grades.append(y)
+        preds, scores, grades = torch.cat(preds).numpy(), torch.cat(scores).numpy(), torch.cat(grades).numpy()
+        ba, qwk = [], []
+        for t, k in enumerate(self.tasks.num_grades):
+            keep = grades[:, t] >= 0
+            ba.append(balanced_accuracy(grades[keep, t], preds[keep, t]))
+            qwk.append(quadratic_weighted_kappa(
+                grades[keep, t], grades_from_scores(scores[keep, t], fixed_thresholds(k, c.score_scale)), k))
+        return {"balanced_accuracy": ba, "qwk": qwk,
+                "mean_balanced_accuracy": float(np.nanmean(ba)), "mean_qwk": float(np.nanmean(qwk))}
+
+    # -- checkpoints ----------------------------------------------------------
+
+    def _state(self, phase: PhaseState, optimizer, scheduler) -> dict:
+        return {"version": CHECKPOINT_VERSION, "config": self.config.to_dict(), "tasks": self.tasks.to_config(),
+                "phase": dataclasses.asdict(phase), "model": self.model.state_dict(),
+                "optimizer": None if optimizer is None else optimizer.state_dict(),
+                "scheduler": None if scheduler is None else scheduler.state_dict(),
+                "rank_loss": self.rank_loss.state_dict(), "rng": torch.get_rng_state(),
+                "history": self.history}
+
+    def _save_model(self, name: str, phase: PhaseState, metric: float) -> None:
+        save_checkpoint(self.out / name, {"version": CHECKPOINT_VERSION, "config": self.config.to_dict(),
+                                          "tasks": self.tasks.to_config(), "model": self.model.state_dict(),
+                                          "phase": phase.phase, "epoch": phase.epoch, "metric": metric})
+
+    def _write_metrics(self) -> None:
+        atomic_write_text(self.out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
+
+    # -- the run ----------------------------------------------------------------
+
+    def run(self, resume: bool = False, interrupt_after: int | None = None) -> dict:
+        """Trains both phases; returns the best validation metric of each.
+
+        ``interrupt_after`` (tests): raise KeyboardInterrupt after that many
+        epochs of this call, right after the checkpoint, as a kill would."""
+        c = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        last = self.out / "last.pt"
+        state = PhaseState()
+        optimizer = scheduler = None
+        if resume:
+            ckpt = load_checkpoint(last)
+            self.model.load_state_dict(ckpt["model"])
+            self.rank_loss.load_state_dict(ckpt["rank_loss"])
+            state = PhaseState(**ckpt["phase"])
+            self.history = ckpt["history"]
+            torch.set_rng_state(ckpt["rng"])
+            if ckpt["optimizer"] is not None:
+                optimizer, scheduler = self._optimizer(state.phase)
+                optimizer.load_state_dict(ckpt["optimizer"])
+                scheduler.load_state_dict(ckpt["scheduler"])
+        elif last.exists():
+            raise FileExistsError(f"{self.out} already holds a run (last.pt): continue it with --resume, "
+                                  "or choose another --out")
+        config_lib.save(c, self.out / "config.json")
+        self._write_metrics()
+        epochs_run = 0
+        while not state.done:
+            max_epochs = c.epochs_phase1 if state.phase == 1 else c.epochs_phase2
+            if optimizer is None:
+                optimizer, scheduler = self._optimizer(state.phase)
+            if state.epoch >= max_epochs or (state.epoch >= c.min_epochs and state.since_best >= c.patience):
+                state, optimizer, scheduler = self._end_phase(state)
+                save_checkpoint(last, self._state(state, optimizer, scheduler))
+                continue
+            started = time.perf_counter()
+            train_loss = self._train_epoch(state.phase, state.epoch, optimizer)
+            scheduler.step()
+            val = self.evaluate(self.val_set)
+            metric = val["mean_balanced_accuracy"] if state.phase == 1 else val["mean_qwk"]
+            metric = -math.inf if math.isnan(metric) else metric
+            state.epoch += 1
+            if metric > state.best_metric:
+                state.best_metric, state.best_epoch, state.since_best = metric, state.epoch, 0
+                self._save_model("best_phase1.pt" if state.phase == 1 else "best.pt", state, metric)
+            else:
+                state.since_best += 1
+            self.history.append(_json_safe({
+                "phase": state.phase, "epoch": state.epoch, "train_loss": train_loss, "selection_metric": metric,
+                **val, "lr": [g["lr"] for g in optimizer.param_groups],
+                "seconds": round(time.perf_counter() - started, 3)}))
+            save_checkpoint(last, self._state(state, optimizer, scheduler))
+            self._write_metrics()
+            if c.progress:
+                name = "balanced accuracy" if state.phase == 1 else "QWK"
+                print(f"phase {state.phase} epoch {state.epoch}/{max_epochs}: train loss {train_loss:.4f}, "
+                      f"val mean {name} {metric:.3f} (best {state.best_metric:.3f} @ {state.best_epoch})",
+                      flush=True)
+            epochs_run += 1
+            if interrupt_after is not None and epochs_run >= interrupt_after:
+                raise KeyboardInterrupt
+        return {f"phase{p}": max((h["selection_metric"] for h in self.history
+                                  if h["phase"] == p and h["selection_metric"] is not None), default=None)
+                for p in (1, 2)}
+
+    def _end_phase(self, state: PhaseState):
+        """Phase 1 -> phase 2 from the best phase-1 model; phase 2 -> done."""
+        if state.phase == 1 and self.config.epochs_phase2 > 0:
+            self.model.load_state_dict(load_checkpoint(self.out / "best_phase1.pt")["model"])
+            return PhaseState(phase=2), None, None
+        if state.phase == 1:  # no phase 2: the phase-1 model is the result
+            best = load_checkpoint(self.out / "best_phase1.pt")
+            save_checkpoint(self.out / "best.pt", best)
+        return dataclasses.replace(state, done=True), None, None
+
+
+def train(config: config_lib.TrainConfig, resume: bool = False) -> dict:
+    return Trainer(config).run(resume=resume)

@@ -1,0 +1,119 @@
+"""Training: a step lowers the loss, an interrupted run resumes to the same end
+state, the run folder's files, and the CLI's errors."""
+import json
+import re
+
+import pytest
+import torch
+from conftest import tiny_config, write_cohort
+
+from spinerank.cli import main
+from spinerank.train import Trainer, weighted_cross_entropy
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    return write_cohort(tmp_path_factory.mktemp("cohort"), subjects=20)
+
+
+@pytest.mark.parametrize("phase", [1, 2])
+def test_a_step_decreases_the_loss_on_a_fixed_batch(cohort, tmp_path, phase):
+    trainer = Trainer(tiny_config(cohort, tmp_path, dropout=0.0))
+    volumes, grades = next(iter(torch.utils.data.DataLoader(trainer.train_set, batch_size=12)))
+    volumes = volumes[:, :, :4, :16, :20]
+    optimizer, _ = trainer._optimizer(phase)
+    trainer.model.train()
+    losses = []
+    for _ in range(4):
+        loss = trainer._loss(phase, trainer.model(volumes), grades)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_weighted_cross_entropy_matches_a_plain_computation():
+    logits = [torch.randn(6, 3), torch.randn(6, 4)]
+    grades = torch.tensor([[0, -1], [1, 3], [2, 0], [-1, 1], [1, 1], [0, 2]])
+    weights = [torch.tensor([1.0, 2.0, 0.5]), torch.tensor([1.0, 1.0, 3.0, 0.2])]
+    expected = []
+    for t in range(2):
+        keep = grades[:, t] >= 0
+        y, lt, w = grades[keep, t], logits[t][keep], weights[t]
+        nll = -torch.log_softmax(lt, 1)[torch.arange(len(y)), y]
+        expected.append((w[y] * nll).sum() / w[y].sum())
+    torch.testing.assert_close(weighted_cross_entropy(logits, grades, weights), torch.stack(expected).mean())
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(cohort, tmp_path):
+    settings = dict(epochs_phase1=2, epochs_phase2=2, max_pairs=30)
+    whole = Trainer(tiny_config(cohort, tmp_path / "whole", **settings))
+    whole.run()
+    # Killed after 3 epochs (the middle of phase 2), then resumed from last.pt.
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(cohort, tmp_path / "split", **settings)).run(interrupt_after=3)
+    resumed = Trainer(tiny_config(cohort, tmp_path / "split", **settings))
+    resumed.run(resume=True)
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+    assert strip(whole.history) == strip(resumed.history)
+    lines = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert [(m["phase"], m["epoch"]) for m in lines] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    for name in ("config.json", "last.pt", "best_phase1.pt", "best.pt"):
+        assert (tmp_path / "split" / name).exists()
+    assert not list((tmp_path / "split").glob(".*.tmp"))  # no temp files left behind
+
+
+def test_early_stopping_respects_patience_and_minimum(cohort, tmp_path):
+    trainer = Trainer(tiny_config(cohort, tmp_path, epochs_phase1=8, epochs_phase2=0, patience=1, min_epochs=3,
+                                  lr_phase1=0.0))
+    trainer.run()  # lr 0: the metric never improves after epoch 1
+    epochs = [h["epoch"] for h in trainer.history]
+    assert epochs == [1, 2, 3]  # not before min_epochs, then at once (patience 1)
+
+
+def run_cli(*args):
+    return main(["train", *args, "--quiet"])
+
+
+def test_cli_train_runs_and_refuses_to_overwrite(cohort, tmp_path, capsys):
+    args = ("--data", str(cohort), "--out", str(tmp_path / "run"), "--config", str(tmp_path / "c.json"))
+    (tmp_path / "c.json").write_text(json.dumps(dict(width=4, volume_shape=[6, 20, 24], input_shape=[4, 16, 20],
+                                                     batch_size=8, epochs_phase1=1, epochs_phase2=1)))
+    assert run_cli(*args) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["width"] == 4
+    assert run_cli(*args) == 2
+    assert "already holds a run (last.pt): continue it with --resume" in capsys.readouterr().err
+    assert run_cli(*args, "--resume") == 0  # finished: nothing left to do
+
+
+@pytest.mark.parametrize("problem,message", [
+    ("no_labels", r"labels.csv does not exist"),
+    ("column", r"missing required column\(s\) Herniation"),
+    ("grade", r"line 2, column Pfirrmann: grade 7 is outside 0..4"),
+    ("volume", r"volume .*_T1.npy .* does not exist"),
+    ("few", r"the (val|test) split is empty"),
+])
+def test_cli_bad_inputs_stop_with_a_message(tmp_path, capsys, problem, message):
+    import csv
+
+    data = write_cohort(tmp_path / "data", subjects=3 if problem == "few" else 12)
+    labels = data / "labels.csv"
+    rows = list(csv.reader(open(labels)))
+    if problem == "no_labels":
+        labels.unlink()
+    elif problem == "column":
+        index = rows[0].index("Herniation")
+        rows = [r[:index] + r[index + 1:] for r in rows]
+    elif problem == "grade":
+        rows[1][5] = "7"
+    elif problem == "volume":
+        next((data / "volumes").glob("*_T1.npy")).unlink()
+    if labels.exists():
+        with open(labels, "w", newline="") as f:
+            csv.writer(f).writerows(rows)
+    assert run_cli("--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spinerank: error: ") and re.search(message, err), err
