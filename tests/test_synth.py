@@ -251,6 +251,8 @@ def image_stats(large):
         st = stats.setdefault(r["ivd_id"], {})
         middle = v[:, :, D // 2 - 1:D // 2 + 1].mean(2)
         body = slice(int(0.2 * W), int(0.5 * W))
+        # The canal below the disc: CSF is bright on T2 and dark on T1.
+        st["csf_" + r["sequence"]] = middle[int(0.8 * H):int(0.9 * H), int(0.57 * W):int(0.63 * W)].mean()
         if r["sequence"] == "T2":
             st["nucleus"] = middle[H // 2 - 1:H // 2 + 2, int(0.25 * W):int(0.45 * W)].mean()
             band = middle[H // 2 - 2:H // 2 + 3, int(0.45 * W):int(0.8 * W)].mean(0)
@@ -277,6 +279,11 @@ def image_stats(large):
     S = {k: np.array([stats[i][k] for i in ids], dtype=float) for k in stats[ids[0]]}
     L = {t: np.array([latent[i][t] for i in ids]) for t in NAMES}
     return S, L
+
+
+def test_t1_and_t2_contrasts_differ(image_stats):
+    S, _ = image_stats
+    assert np.mean(S["csf_T2"] > 1.0) > 0.95 and np.mean(S["csf_T1"] < -0.5) > 0.95
 
 
 def test_visible_disc_signal_and_height(image_stats):
@@ -371,9 +378,12 @@ def test_left_right_flip_swaps_the_foramina():
         assert np.abs(a - b).max() > 0.1
 
 
-def test_paper_shape():
-    v = synth.phantom({"Pfirrmann": 0.5}, "T2", (192, 320, 15), rng=np.random.default_rng(0))
-    assert v.shape == (192, 320, 15) and v.dtype == np.float32 and np.isfinite(v).all()
+def test_paper_shape(tmp_path):
+    shape = (192, 320, 15)
+    synth.synthesize(tmp_path / "c", subjects=1, seed=0, shape=shape, workers=1, progress=False)
+    rows = read_csv(tmp_path / "c" / "labels.csv")
+    v = load(tmp_path / "c", rows[-1])
+    assert v.shape == shape and v.dtype == np.float32 and np.isfinite(v).all()
 
 
 # ----------------------------------------------------------------------------- tasks

@@ -371,14 +371,22 @@ def _render(x, sequence, shape, anat, centre, rng=None, jitter=(0.0, 0.0), bias=
         im = _blur1d(_blur1d(im, centre.blur * H / DEFAULT_SHAPE[0], 0), centre.blur * W / DEFAULT_SHAPE[1], 1)
         out.append((im * field).astype(np.float32))
     w = _slice_weights(D, centre).astype(np.float32)
-    vol = out[0][:, :, None] * w[0] + out[1][:, :, None] * w[1] + out[2][:, :, None] * w[2]
+    vol = out[0][:, :, None] * w[0]
+    vol += out[1][:, :, None] * w[1]
+    vol += out[2][:, :, None] * w[2]
     if rng is not None and centre.noise > 0:
-        n = rng.standard_normal((2, H, W, D), dtype=np.float32) * np.float32(centre.noise)
-        vol = np.sqrt((vol + n[0]) ** 2 + n[1] ** 2)
+        # Rician: the magnitude of (signal + n0) + i n1.
+        n = rng.standard_normal((2, H, W, D), dtype=np.float32)
+        n *= np.float32(centre.noise)
+        n[0] += vol
+        np.square(n, out=n)
+        np.add(n[0], n[1], out=vol)
+        np.sqrt(vol, out=vol)
     if normalise:
-        mean = vol.mean(dtype=np.float64)
-        std = vol.std(dtype=np.float64)
-        vol = (vol - mean) / max(std, 1e-8)
+        mean = float(vol.mean(dtype=np.float64))
+        vol -= np.float32(mean)
+        std = math.sqrt(float(np.square(vol).mean(dtype=np.float64)))
+        vol *= np.float32(1.0 / max(std, 1e-8))
     return np.ascontiguousarray(vol, dtype=np.float32)
 
 
@@ -451,7 +459,7 @@ def _make_subject(cfg: _Config, i: int, subjects: int):
     sid = _subject_id(i, subjects)
     centre = cfg.centres[int(rng.choice(len(cfg.centres), p=_centre_weights(len(cfg.centres))))]
     n = int(rng.choice(6, p=_NUM_LEVELS_P)) + 1
-    end = 6 if (n == 6 or rng.random() < 0.75) else int(rng.integers(n, 6)) + 0
+    end = 6 if (n == 6 or rng.random() < 0.75) else int(rng.integers(n, 6))
     first = end - n
     subject_factor = rng.standard_normal()
     base = Anatomy(
@@ -639,8 +647,8 @@ def synthesize(out_dir, subjects: int = 300, seed: int = 0, shape: Sequence[int]
     Arguments: ``subjects`` >= 1; ``seed`` >= 0; ``shape`` (H, W, D) with H, W >= 16 and
     D >= 3 (the paper's volumes are (192, 320, 15)); ``centres`` >= 1; ``tasks`` a
     ``TaskTable``, a sequence of ``Task`` or of task dicts (default: SPEC §2), every
-    name one the phantom can draw; ``workers`` processes (default: the CPUs available;
-    1 = in this process); ``progress`` shows a tqdm bar; ``overwrite`` replaces a
+    name one the phantom can draw; ``workers`` processes (default: the CPUs available,
+    at most one per 8 subjects; 1 = in this process); ``progress`` shows a tqdm bar; ``overwrite`` replaces a
     cohort previously written by this generator (never another dataset).
 
     The summary holds ``subjects``, ``ivds``, ``volumes``, ``centres`` (subjects per
