@@ -1,4 +1,4 @@
-# Quick start:  make demo  (build, then train score heads on toy data)
+# Quick start:  make demo  (build, synthesise a cohort, train SpineRankNet tiny on it)
 #               make test  (build, then run the test suite)
 # Everything goes into a virtual environment in $(VENV). torch is pinned to the
 # CPU-capable version this project is tested with; override with TORCH=... .
@@ -20,8 +20,12 @@ $(VENV)/.installed: $(BIN)/python $(SOURCES)
 	$(BIN)/pip install --quiet ".[test]"
 	touch $@
 
+# The main job: a synthetic cohort of 200 subjects, then both training phases of
+# the tiny preset on it. Recreates ./demo.
 demo: $(VENV)/.installed
-	$(BIN)/python examples/train_toy.py
+	rm -rf demo
+	$(BIN)/spinerank synth --out demo/cohort --subjects 200
+	$(BIN)/spinerank train --data demo/cohort --out demo/run --preset tiny
 
 test: $(VENV)/.installed
 	$(BIN)/pytest tests
@@ -49,4 +53,4 @@ bench-smoke: $(VENV)/.installed
 	$(BIN)/pytest benchmarks --benchmark-disable -q
 
 clean:
-	rm -rf build $(VENV) .torchinductor .pytest_cache .benchmarks
+	rm -rf build $(VENV) .torchinductor .pytest_cache .benchmarks demo

@@ -67,7 +67,7 @@ def test_config_precedence_and_errors(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"preset": "tiny", "batch_size": 4, "epochs_phase1": 9}))
     config = config_lib.resolve(None, str(path), epochs_phase1=3)
-    assert (config.width, config.batch_size, config.epochs_phase1) == (8, 4, 3)  # preset < file < flags
+    assert (config.width, config.batch_size, config.epochs_phase1) == (16, 4, 3)  # preset < file < flags
     yaml_path = tmp_path / "c.yaml"
     yaml_path.write_text("widht: 3\n")
     with pytest.raises(ValueError, match=r"unknown config setting\(s\) in .*c.yaml: widht"):

@@ -117,3 +117,36 @@ def test_cli_bad_inputs_stop_with_a_message(tmp_path, capsys, problem, message):
     assert run_cli("--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny") == 2
     err = capsys.readouterr().err
     assert err.startswith("spinerank: error: ") and re.search(message, err), err
+
+
+def test_kill_then_resume_through_the_cli(cohort, tmp_path):
+    # A real SIGTERM in the middle of training: exit 130 with a message, intact
+    # checkpoints, and --resume finishes the run.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "c.json").write_text(json.dumps(dict(width=4, volume_shape=[6, 20, 24], input_shape=[4, 16, 20],
+                                                     batch_size=8, epochs_phase1=30, epochs_phase2=1,
+                                                     patience=100, min_epochs=1)))
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "spinerank", "train", "--data", str(cohort), "--out", str(run),
+               "--config", str(tmp_path / "c.json"), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": ""}
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    deadline = time.time() + 120
+    while not (run / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted. Checkpoints are intact; continue with --resume" in err
+    done = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"]
+    assert done < 30
+    finished = subprocess.run(command + ["--resume"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                              timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, 31)) + [1]

@@ -1,6 +1,6 @@
 """The ``spinerank`` command (also ``python -m spinerank``).
 
-    spinerank synth --out DIR [--subjects N] [--seed S] [--shape H W D]
+    spinerank synth --out DIR [--subjects N] [--seed S] [--shape H W D] [--overwrite]
     spinerank train --data DIR --out RUN [--preset tiny|paper] [--config FILE]
                     [--epochs-phase1 N] [--epochs-phase2 N] [--batch-size N]
                     [--device cpu|cuda] [--amp] [--max-pairs N] [--seed S] [--resume]
@@ -16,8 +16,10 @@ def _synth(args) -> None:
     from .synth import synthesize
 
     summary = synthesize(args.out, subjects=args.subjects, seed=args.seed, shape=tuple(args.shape),
-                         progress=not args.quiet)
-    print(f"wrote the synthetic cohort to {args.out}: {summary}")
+                         workers=args.workers, progress=not args.quiet, overwrite=args.overwrite)
+    normal = ", ".join(f"{name} {p:.0%}" for name, p in summary["normal_prevalence"].items())
+    print(f"wrote {summary['volumes']} volumes of {summary['ivds']} discs ({summary['subjects']} subjects) "
+          f"to {args.out} in {summary['seconds']:.1f} s; grade 0 prevalence: {normal}")
 
 
 def _train(args) -> None:
@@ -55,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--shape", type=int, nargs=3, default=(48, 80, 10), metavar=("H", "W", "D"),
                    help="volume size (rows, columns, slices); the paper's is 192 320 15")
+    s.add_argument("--workers", type=int, help="processes (default: the available CPUs)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace a synthetic cohort already in --out (never another dataset)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(run=_synth)
 
