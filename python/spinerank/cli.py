@@ -42,8 +42,9 @@ def _train(args) -> None:
     if not config.data:
         raise ValueError("--data DIR is required")
     result = Trainer(config).run(resume=args.resume)
-    print(f"done: best validation balanced accuracy (phase 1) {result['phase1']}, "
-          f"QWK (phase 2) {result['phase2']}; model in {config.out}/best.pt")
+    shown = {k: "-" if v is None else f"{v:.3f}" for k, v in result.items()}
+    print(f"done: best mean validation balanced accuracy (phase 1) {shown['phase1']}, "
+          f"QWK (phase 2) {shown['phase2']}; model in {config.out}/best.pt")
 
 
 def parser() -> argparse.ArgumentParser:
