@@ -20,6 +20,7 @@ import pathlib
 import platform
 import statistics
 import sys
+import time
 
 import torch
 
@@ -35,19 +36,26 @@ TASK_KS = (5, 4, 4, 3, 4, 4, 4, 4, 4, 4, 4)
 SIZES = (32, 512, 4096, 8192)
 
 
-def batch(B, seed=0):
+def batch(B, seed=0, device="cuda"):
     g = torch.Generator().manual_seed(seed)
     scores = torch.rand(B, len(TASK_KS), generator=g) * 10
     grades = torch.stack([torch.randint(0, k, (B,), generator=g) for k in TASK_KS], dim=1)
     grades[torch.rand(B, len(TASK_KS), generator=g) < 0.2] = -1
-    return scores.cuda().requires_grad_(), grades.cuda()
+    return scores.to(device).requires_grad_(), grades.to(device)
 
 
-def cuda_median_seconds(step, warmup, repeats):
+def median_seconds(step, warmup, repeats, device="cuda"):
+    """CUDA events around each step on a GPU (the CPU clock elsewhere: tests)."""
     for _ in range(warmup):
         step()
-    torch.cuda.synchronize()
     times = []
+    if device != "cuda":
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+    torch.cuda.synchronize()
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
@@ -69,9 +77,9 @@ def cases(sizes):
             yield B, f"mined {4 * B}", impl, impls[impl], dict(max_pairs=4 * B, hard_fraction=0.7, generator=0)
 
 
-def check(B, kwargs):
+def check(B, kwargs, device="cuda"):
     """The fused gradient against the reference's on the same pairs."""
-    scores, grades = batch(B, seed=1)
+    scores, grades = batch(B, seed=1, device=device)
     pairs = se.mined_pairs(scores, grades, TASK_KS, **kwargs) if kwargs else None
     expected = scores.detach().double().requires_grad_()
     reference.pairwise_rank_loss(expected, grades, TASK_KS, pairs=pairs).backward()
@@ -79,22 +87,24 @@ def check(B, kwargs):
     torch.testing.assert_close(scores.grad.double(), expected.grad, rtol=1e-4, atol=1e-5)
 
 
-def run(sizes=SIZES, warmup=10, repeats=50):
+def run(sizes=SIZES, warmup=10, repeats=50, device="cuda"):
+    cuda = device == "cuda"
     results = []
     for B, pairs, impl, fn, kwargs in cases(sizes):
         if impl == "fused" and B <= 512:
-            check(B, kwargs)
-        scores, grades = batch(B)
+            check(B, kwargs, device)
+        scores, grades = batch(B, device=device)
 
         def step():
             scores.grad = None
             fn(scores, grades, TASK_KS, **kwargs).backward()
 
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() if cuda else 0
         try:
-            median = cuda_median_seconds(step, warmup, repeats)
-            peak = torch.cuda.max_memory_allocated() - base
+            median = median_seconds(step, warmup, repeats, device)
+            peak = torch.cuda.max_memory_allocated() - base if cuda else None
         except torch.OutOfMemoryError:
             median, peak = None, None
             torch.cuda.empty_cache()
