@@ -143,8 +143,10 @@ def test_kill_then_resume_through_the_cli(cohort, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted. Checkpoints are intact; continue with --resume" in err
-    done = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"]
-    assert done < 30
+    # last.pt is the truth; metrics.jsonl is rewritten right after it, so it may lag one epoch.
+    done = torch.load(run / "last.pt", weights_only=False)["phase"]["epoch"]
+    logged = len((run / "metrics.jsonl").read_text().splitlines())
+    assert 1 <= done < 30 and done - 1 <= logged <= done
     finished = subprocess.run(command + ["--resume"], capture_output=True, text=True, env=env, cwd=tmp_path,
                               timeout=300)
     assert finished.returncode == 0, finished.stderr
