@@ -1,5 +1,7 @@
 """tta_views and augment as torch ops: bad inputs, opcheck, fake tensors,
 torch.compile, the reference fallback, and CUDA against CPU."""
+import os
+
 import pytest
 import torch
 
@@ -8,7 +10,10 @@ from spinerank_ext import reference as ref
 
 ops = torch.ops.spinerank_ext
 GRID = ([False, True], [-16, 0, 16], [-16, 0, 16], [-1, 0, 1])
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+# SPINERANK_TEST_CUDA_AS=cpu: the CUDA tests run with the CPU standing in (as in test_cuda.py).
+CUDA = os.environ.get("SPINERANK_TEST_CUDA_AS", "cuda")
+needs_cuda = pytest.mark.skipif(CUDA == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA device")
+cuda_only = pytest.mark.skipif(CUDA != "cuda", reason="CUDA-specific behaviour")
 
 
 def vol5(N=2, C=1, D=7, H=20, W=24, dtype=torch.float32, device="cpu"):
@@ -189,8 +194,8 @@ def test_cuda_tta_views_equals_cpu(dtype):
     for out_size, grid in (((5, 20, 30), {}), ((11, 40, 50), {"shifts_h": (-30, 3), "shifts_d": (-6, 0, 4)})):
         for fill in (0.0, -1.5):
             cpu = se.tta_views(vol, out_size, fill=fill, **grid)
-            gpu = se.tta_views(vol.cuda(), out_size, fill=fill, **grid)
-            assert gpu.device.type == "cuda" and torch.equal(gpu.cpu(), cpu)
+            gpu = se.tta_views(vol.to(CUDA), out_size, fill=fill, **grid)
+            assert gpu.device.type == CUDA and torch.equal(gpu.cpu(), cpu)
 
 
 @needs_cuda
@@ -201,15 +206,16 @@ def test_cuda_augment_matches_cpu(dtype, atol):
     p = se.sample_augment_params(6, torch.Generator().manual_seed(1), slice_shift=5, shift_h=20, shift_w=20,
                                  rotate_deg=45.0)
     cpu, cpu_flipped = se.augment(vol, p, (12, 30, 36))
-    gpu, gpu_flipped = se.augment(vol.cuda(), p.cuda(), (12, 30, 36))
+    gpu, gpu_flipped = se.augment(vol.to(CUDA), p.to(CUDA), (12, 30, 36))
     torch.testing.assert_close(gpu.cpu().double(), cpu.double(), rtol=0, atol=atol)
     assert torch.equal(gpu_flipped.cpu(), cpu_flipped)
     identity = torch.tensor([[0, 1, 0, 3, -2, 1, 0]] * 6, dtype=torch.float32)
-    assert torch.equal(se.augment(vol.cuda(), identity.cuda(), (12, 30, 36))[0].cpu(),
+    assert torch.equal(se.augment(vol.to(CUDA), identity.to(CUDA), (12, 30, 36))[0].cpu(),
                        se.augment(vol, identity, (12, 30, 36))[0])
 
 
 @needs_cuda
+@cuda_only
 def test_cuda_empty_inputs_and_device_mismatch():
     vol = torch.zeros(0, 1, 8, 8, 8, device="cuda")
     assert se.tta_views(vol, (4, 4, 4)).shape == (0, 54, 1, 4, 4, 4)
@@ -221,7 +227,7 @@ def test_cuda_empty_inputs_and_device_mismatch():
 
 @needs_cuda
 def test_cuda_compile_and_opcheck():
-    vol, p = vol5(device="cuda"), params(2, device="cuda")
+    vol, p = vol5(device=CUDA), params(2, device=CUDA)
     torch.library.opcheck(ops.tta_views.default, (vol, [5, 16, 16], *GRID, 0.0))
     torch.library.opcheck(ops.augment.default, (vol, p, [5, 16, 16]))
     compiled = torch.compile(lambda v, q: se.augment(v * 2, q, (5, 16, 16))[0], fullgraph=True)
