@@ -1,6 +1,9 @@
-"""Atomic file writes: a checkpoint or a log is either the old file or the new
-one, never a truncated mix, whatever kills the process (temp file in the same
-folder, fsync, rename)."""
+"""Atomic file writes: a checkpoint, a log or a volume is either the old file or
+the new one, never a truncated mix, whatever kills the process (temp file in the
+same folder, fsync, rename).
+
+torch is imported only by the checkpoint functions: the synthetic-cohort workers
+use the writers here without paying for it."""
 from __future__ import annotations
 
 import os
@@ -8,18 +11,19 @@ import pathlib
 import tempfile
 from typing import Any
 
-import torch
 
-
-def _atomic_write(path: str | pathlib.Path, write) -> None:
+def atomic_write(path: str | pathlib.Path, write, durable: bool = True) -> None:
+    """Writes ``path`` through ``write(binary file)`` and a rename. ``durable``
+    also fsyncs before the rename (for files that must survive a power cut)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
@@ -27,14 +31,18 @@ def _atomic_write(path: str | pathlib.Path, write) -> None:
 
 
 def atomic_write_text(path: str | pathlib.Path, text: str) -> None:
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def save_checkpoint(path: str | pathlib.Path, state: dict[str, Any]) -> None:
-    _atomic_write(path, lambda f: torch.save(state, f))
+    import torch
+
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | pathlib.Path, map_location="cpu") -> dict[str, Any]:
+    import torch
+
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")

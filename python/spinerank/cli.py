@@ -24,13 +24,16 @@ def _synth(args) -> None:
 
 def _train(args) -> None:
     from . import config as config_lib
-    from .checkpoint import load_checkpoint
     from .train import Trainer
 
     if args.resume:
         import pathlib
 
-        saved = load_checkpoint(pathlib.Path(args.out) / "last.pt")["config"]
+        out = pathlib.Path(args.out)
+        if not (out / "last.pt").exists():
+            raise FileNotFoundError(f"{out / 'last.pt'} does not exist: there is no run to resume in {out}")
+        # config.json is written before the first checkpoint; last.pt (large) is read once, by the trainer.
+        saved = config_lib.load_file(out / "config.json")
         # A resumed run keeps its configuration; only where it runs may change.
         saved.update(out=args.out, device=args.device or saved["device"], progress=not args.quiet)
         config = config_lib.TrainConfig(**saved)

@@ -97,6 +97,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .checkpoint import atomic_write, atomic_write_text
 from .tasks import Task, TaskTable
 
 __all__ = [
@@ -503,10 +504,7 @@ def _make_subject(cfg: _Config, i: int, subjects: int):
             bias = tuple(rng.uniform(-centre.bias, centre.bias, size=2))
             vol = _render(x, seq, cfg.shape, anat, centre, rng=rng, jitter=jitter, bias=bias)
             path = vol_dir / f"{ivd}_{seq}.npy"
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-            with open(tmp, "wb") as f:
-                np.save(f, vol)
-            os.replace(tmp, path)
+            atomic_write(path, lambda f, vol=vol: np.save(f, vol), durable=False)
             label_rows.append([ivd, sid, level, seq, centre.name] + g_row)
         latent_rows.append([ivd] + s_row)
     return label_rows, latent_rows
@@ -565,15 +563,6 @@ def _default_workers() -> int:
 
 
 # ----------------------------------------------------------------------------- writing
-
-
-def _write_atomic(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _csv_text(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -683,7 +672,7 @@ def synthesize(out_dir, subjects: int = 300, seed: int = 0, shape: Sequence[int]
         "shape": list(shape), "centres": centres, "tasks": table.to_config(),
     }
     # A marker first: an interrupted run leaves a folder that overwrite=True may replace.
-    _write_atomic(out / "cohort.json", json.dumps({**params, "complete": False}, indent=2) + "\n")
+    atomic_write_text(out / "cohort.json", json.dumps({**params, "complete": False}, indent=2) + "\n")
 
     cfg = _Config(str(out), seed, shape, table, tuple(centre_list))
     # Explicit workers are honoured (up to one per subject); the default skips the
@@ -736,7 +725,7 @@ def synthesize(out_dir, subjects: int = 300, seed: int = 0, shape: Sequence[int]
     summary = _summarise(label_rows, latent_rows, table, centre_list)
     summary.update({"out_dir": str(out), "seed": seed, "shape": list(shape)})
 
-    _write_atomic(out / "latent.csv", _csv_text(["ivd_id"] + names, latent_rows))
+    atomic_write_text(out / "latent.csv", _csv_text(["ivd_id"] + names, latent_rows))
     meta = {
         **params, "complete": True,
         "centre_parameters": [dataclasses.asdict(c) for c in centre_list],
@@ -753,14 +742,14 @@ def synthesize(out_dir, subjects: int = 300, seed: int = 0, shape: Sequence[int]
         },
         "summary": {k: v for k, v in summary.items() if k not in ("out_dir", "seed", "shape")},
     }
-    _write_atomic(out / "cohort.json", json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(out / "cohort.json", json.dumps(meta, indent=2) + "\n")
     prevalence = "\n".join(f"  {n:24s} {summary['normal_prevalence'][n]:.3f}" for n in names)
-    _write_atomic(out / "README.txt", _README.format(
+    atomic_write_text(out / "README.txt", _README.format(
         generator=GENERATOR, version=VERSION, subjects=subjects, seed=seed, shape=tuple(shape),
         centres=centres, ivds=summary["ivds"], volumes=summary["volumes"],
         prevalence=prevalence))
     header = ["ivd_id", "subject_id", "level", "sequence", "centre"] + names
-    _write_atomic(out / "labels.csv", _csv_text(header, label_rows))
+    atomic_write_text(out / "labels.csv", _csv_text(header, label_rows))
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     return summary
 

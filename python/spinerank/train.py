@@ -96,6 +96,7 @@ class Trainer:
         torch.manual_seed(_seed(config.seed, 0))
         self.model = build_model(config, self.tasks.num_grades).to(self.device)
         self.augment = TrainAugment(config)
+        self.swap = torch.tensor(self.tasks.swap_permutation(), device=self.device)
         self.rank_loss = spinerank_ext.PairwiseRankLoss(
             self.tasks.num_grades, scale=config.score_scale, max_pairs=config.max_pairs,
             hard_fraction=config.hard_fraction, generator=config.seed).to(self.device)
@@ -131,13 +132,15 @@ class Trainer:
                                              num_workers=c.num_workers)
         aug_generator = torch.Generator().manual_seed(_seed(c.seed, phase, epoch, 2))
         torch.manual_seed(_seed(c.seed, phase, epoch, 3))  # dropout
-        total, count = 0.0, 0
+        # The loss is summed on the device: reading it every batch would wait for the GPU.
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        count = 0
         bar = tqdm(loader, desc=f"phase {phase} epoch {epoch + 1}", leave=False, disable=not c.progress)
-        for volumes, grades in bar:
+        for step, (volumes, grades) in enumerate(bar):
             volumes, grades = volumes.to(self.device), grades.to(self.device)
             volumes, flipped = self.augment(volumes, aug_generator)
             # A left-right flip turns the left foramen into the right one.
-            grades = swap_flipped(grades, flipped, self.tasks.swap_permutation())
+            grades = swap_flipped(grades, flipped, self.swap)
             with torch.autocast(self.device.type, dtype=torch.bfloat16,
                                 enabled=c.amp and self.device.type == "cuda"):
                 out = self.model(volumes)
@@ -145,10 +148,11 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item() * volumes.shape[0]
+            total += loss.detach().double() * volumes.shape[0]
             count += volumes.shape[0]
-            bar.set_postfix(loss=f"{total / count:.4f}")
-        return total / max(count, 1)
+            if c.progress and step % 10 == 0:
+                bar.set_postfix(loss=f"{total.item() / count:.4f}")
+        return total.item() / max(count, 1)
 
     @torch.no_grad()
     def evaluate(self, dataset) -> dict:
