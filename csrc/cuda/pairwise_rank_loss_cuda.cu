@@ -660,12 +660,28 @@ MiningArgs mining_args(int64_t B, int64_t max_pairs, double hard_fraction) {
   return m;
 }
 
-struct MiningBuffers {
-  at::Tensor storage;
+struct WorkspaceBuffers {
+  at::Tensor storage;  // keeps the memory alive until the kernels are queued
   Workspace ws;
 };
 
-MiningBuffers mining_workspace(const at::Tensor& scores, int64_t B, int64_t T, const MiningArgs& m) {
+// All pairs: per-task results, the finished-blocks ticket and the per-block partials.
+WorkspaceBuffers all_pairs_workspace(const at::Tensor& scores, int64_t T, int64_t chunks) {
+  WorkspaceLayout layout;
+  const int64_t o_loss = layout.take(T * 8), o_info = layout.take(T * 4 * 8);
+  const int64_t o_done = layout.take(8), o_partials = layout.take(T * chunks * 2 * 8);
+  WorkspaceBuffers out;
+  out.storage = at::empty({layout.bytes}, scores.options().dtype(at::kByte));
+  char* base = static_cast<char*>(out.storage.data_ptr());
+  out.ws = Workspace{};
+  out.ws.task_loss = reinterpret_cast<double*>(base + o_loss);
+  out.ws.task_info = reinterpret_cast<int64_t*>(base + o_info);
+  out.ws.done = reinterpret_cast<unsigned int*>(base + o_done);
+  out.ws.partials = reinterpret_cast<double*>(base + o_partials);
+  return out;
+}
+
+WorkspaceBuffers mining_workspace(const at::Tensor& scores, int64_t B, int64_t T, const MiningArgs& m) {
   WorkspaceLayout layout;
   const int64_t o_loss = layout.take(T * 8), o_info = layout.take(T * 4 * 8);
   const int64_t o_s = layout.take(T * B * 8), o_y = layout.take(T * B * 4);
@@ -673,7 +689,7 @@ MiningBuffers mining_workspace(const at::Tensor& scores, int64_t B, int64_t T, c
   const int64_t o_a = layout.take(T * m.cap * 4), o_b = layout.take(T * m.cap * 4);
   const int64_t o_dl = layout.take(T * m.cap * 8), o_draws = layout.take(T * m.cap * 8);
   const int64_t o_table = m.table_in_smem ? -1 : layout.take(T * m.table_cap * 8);
-  MiningBuffers out;
+  WorkspaceBuffers out;
   out.storage = at::empty({layout.bytes}, scores.options().dtype(at::kByte));
   char* base = static_cast<char*>(out.storage.data_ptr());
   Workspace& ws = out.ws;
@@ -742,16 +758,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_rank_loss_cuda(
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "pairwise_rank_loss_cuda", [&] {
     if (max_pairs == -1) {
-      WorkspaceLayout layout;
-      const int64_t o_loss = layout.take(T * 8), o_info = layout.take(T * 4 * 8);
-      const int64_t o_done = layout.take(8), o_partials = layout.take(T * chunks * 2 * 8);
-      at::Tensor storage = at::empty({layout.bytes}, s.options().dtype(at::kByte));
-      char* base = static_cast<char*>(storage.data_ptr());
-      Workspace ws{};
-      ws.task_loss = reinterpret_cast<double*>(base + o_loss);
-      ws.task_info = reinterpret_cast<int64_t*>(base + o_info);
-      ws.done = reinterpret_cast<unsigned int*>(base + o_done);
-      ws.partials = reinterpret_cast<double*>(base + o_partials);
+      const WorkspaceBuffers buffers = all_pairs_workspace(s, T, chunks);
+      const Workspace& ws = buffers.ws;
       C10_CUDA_CHECK(cudaMemsetAsync(ws.done, 0, sizeof(unsigned int), stream));
       const size_t smem = size_t(max_grades(num_grades)) * sizeof(int);
       auto kernel = p.pair_fn == PairFn::SquaredHinge ? all_pairs_kernel<scalar_t, PairFn::SquaredHinge>
@@ -762,7 +770,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_rank_loss_cuda(
           loss.mutable_data_ptr<scalar_t>(), counts.mutable_data_ptr<int64_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     } else {
-      const MiningBuffers buffers = mining_workspace(s, B, T, m);
+      const WorkspaceBuffers buffers = mining_workspace(s, B, T, m);
       launch_select<scalar_t>(s, y, ks, p, m, buffers.ws, nullptr, stream);
       kept_grad_kernel<scalar_t><<<rows_grid, kRowThreads, 0, stream>>>(
           B, int(T), reduction, m.cap, buffers.ws, pair_grad.mutable_data_ptr<scalar_t>(),
@@ -797,7 +805,7 @@ at::Tensor mined_pairs_cuda(const at::Tensor& scores, const at::Tensor& grades,
   const at::Tensor y = grades.contiguous();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "mined_pairs_cuda", [&] {
-    const MiningBuffers buffers = mining_workspace(s, B, T, m);
+    const WorkspaceBuffers buffers = mining_workspace(s, B, T, m);
     launch_select<scalar_t>(s, y, task_grades(num_grades), p, m, buffers.ws,
                             out.mutable_data_ptr<int64_t>(), stream);
   });
