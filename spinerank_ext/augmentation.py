@@ -112,6 +112,6 @@ def augment(vol: torch.Tensor, params: torch.Tensor, out_size: Sequence[int]):
     _validate.volume(vol)
     size = _validate.out_size(out_size)
     _validate.augment_params(vol, params)
-    if _library.LOADED:
+    if _library.fused_for(vol):
         return torch.ops.spinerank_ext.augment(vol, params, size)
     return reference.augment(vol, params, size)

@@ -51,7 +51,7 @@ def tta_views(vol: torch.Tensor, out_size: Sequence[int], flips: Sequence[bool] 
     _validate.volume(vol)
     size = _validate.out_size(out_size)
     grid = _validate.tta_grid(flips, shifts_h, shifts_w, shifts_d)
-    if _library.LOADED:
+    if _library.fused_for(vol):
         return torch.ops.spinerank_ext.tta_views(vol, size, *grid, float(fill))
     return reference.tta_views(vol, size, *grid, fill=float(fill))
 
