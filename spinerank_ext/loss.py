@@ -6,7 +6,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from . import _library, _validate, reference
+from . import _distributed, _library, _validate, reference
 
 __all__ = ["pairwise_rank_loss", "mined_pairs", "PairwiseRankLoss", "LossOptions"]
 
@@ -167,13 +167,39 @@ class PairwiseRankLoss(torch.nn.Module):
     ``torch.compile(fullgraph=True)``. A ``torch.Generator`` is used as given
     (``torch.compile`` cannot trace generator objects); None uses torch's
     default generator.
+
+    Data-parallel training (``global_pairs=True``): when ``torch.distributed``
+    has a default process group of W > 1 ranks, every call gathers the scores
+    and grades of all ranks (batch sizes may differ) and computes the loss on
+    that global batch, so pairs span the whole global batch, not just the
+    rank's share. Then:
+
+    * The returned value (and ``last_counts``) is the same on every rank and
+      equals the single-process loss on the concatenation of the ranks' batches
+      in rank order.
+    * Scaling rule: the gradient reaching this rank's ``scores`` is W times its
+      rows of the global loss's gradient (the gather's backward takes the local
+      slice and multiplies it by W; it communicates nothing). DDP sums the
+      ranks' parameter gradients and divides by W, so after its averaging the
+      parameter gradients are exactly those of one process on the global
+      batch. If you reduce gradients yourself with a plain sum, divide by W.
+    * Mining draws pairs from rank 0's seed (it travels with the gathered batch
+      sizes), so every rank keeps the same pairs, whether the generator is an
+      int seed or a ``torch.Generator`` whose state differs between ranks. Each
+      rank's own generator still advances as usual.
+    * Every rank must call the loss the same number of times (it is a
+      collective).
+
+    Without an initialised process group, or with W = 1, ``global_pairs=True``
+    is the plain local loss.
     """
 
     def __init__(self, num_grades, *, scale=10.0, margin_base=0.5, margin_scale=1.5,
                  lambda_dis=1.0, lambda_sim=0.25, severity_weight=True,
                  pair_fn="squared_hinge", sigma=1.0, max_pairs=None, hard_fraction=0.7,
-                 task_reduction="mean", generator: Generator = None):
+                 task_reduction="mean", generator: Generator = None, global_pairs: bool = False):
         super().__init__()
+        self.global_pairs = bool(global_pairs)
         self.options = LossOptions(scale, margin_base, margin_scale, lambda_dis, lambda_sim,
                                    severity_weight, pair_fn, sigma, max_pairs, hard_fraction,
                                    task_reduction)
@@ -209,7 +235,10 @@ class PairwiseRankLoss(torch.nn.Module):
     def forward(self, scores: torch.Tensor, grades: torch.Tensor) -> torch.Tensor:
         _validate.scores_and_grades(scores, grades)
         ks = self._num_grades(scores.shape[1])
-        loss, self.last_counts = _loss(scores, grades, ks, self.options, self._next_seed())
+        seed = self._next_seed()
+        if self.global_pairs and _distributed.active():
+            scores, grades, seed = _distributed.gather_batch(scores, grades, seed)
+        loss, self.last_counts = _loss(scores, grades, ks, self.options, seed)
         return loss
 
     def extra_repr(self) -> str:
@@ -218,4 +247,4 @@ class PairwiseRankLoss(torch.nn.Module):
         return (f"num_grades={self.num_grades}, pair_fn={o.pair_fn!r}, scale={o.scale}, "
                 f"margin=({o.margin_base}, {o.margin_scale}), lambda=({o.lambda_dis}, "
                 f"{o.lambda_sim}), severity_weight={o.severity_weight}, {mining}, "
-                f"task_reduction={o.task_reduction!r}")
+                f"task_reduction={o.task_reduction!r}" + (", global_pairs=True" if self.global_pairs else ""))
