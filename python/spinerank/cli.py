@@ -24,6 +24,7 @@ def _synth(args) -> None:
 
 def _train(args) -> None:
     from . import config as config_lib
+    from . import distributed
     from .train import Trainer
 
     if args.resume:
@@ -44,7 +45,11 @@ def _train(args) -> None:
             amp=args.amp or None, max_pairs=args.max_pairs, seed=args.seed, progress=not args.quiet)
     if not config.data:
         raise ValueError("--data DIR is required")
-    result = Trainer(config).run(resume=args.resume)
+    # Under torchrun this process is one rank of a data-parallel run (see distributed.py).
+    with distributed.session(config.device, config.dist_timeout_s) as dist:
+        result = Trainer(config).run(resume=args.resume)
+    if not dist.is_main:
+        return
     shown = {k: "-" if v is None else f"{v:.3f}" for k, v in result.items()}
     print(f"done: best mean validation balanced accuracy (phase 1) {shown['phase1']}, "
           f"QWK (phase 2) {shown['phase2']}; model in {config.out}/best.pt")

@@ -57,6 +57,10 @@ class TrainConfig:
     amp: bool = False
     progress: bool = True
     preset: str = "paper"
+    # data parallel (torchrun; no effect in a single process)
+    global_pairs: bool = True  # the ranking loss pairs the samples of all ranks' batches
+    sync_batchnorm: bool = False  # BatchNorm statistics over the global batch (CUDA only)
+    dist_timeout_s: int = 1800  # a collective waiting longer fails the run instead of hanging
 
     def __post_init__(self):
         for name in ("volume_shape", "input_shape", "aug_scale"):
@@ -85,6 +89,8 @@ class TrainConfig:
             raise ValueError(f"config: rank_on must be 'logits' or 'embedding', got {self.rank_on!r}")
         if self.method not in METHODS:
             raise ValueError(f"config: method must be one of {sorted(METHODS)}, got {self.method!r}")
+        if not isinstance(self.dist_timeout_s, (int, float)) or self.dist_timeout_s <= 0:
+            raise ValueError(f"config: dist_timeout_s must be a number of seconds > 0, got {self.dist_timeout_s!r}")
         if self.max_pairs is not None and self.max_pairs < 1:
             raise ValueError(f"config: max_pairs must be None or >= 1, got {self.max_pairs!r}")
         if self.epochs_phase1 < 1:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 import spinerank_ext
 
 from . import config as config_lib
+from . import distributed
 from .augmentation import TrainAugment, centre_crop, swap_flipped
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .data import DiscDataset, class_weights, load_or_make_splits, read_labels, split_rows
@@ -80,10 +81,12 @@ class PhaseState:
 class Trainer:
     def __init__(self, config: config_lib.TrainConfig):
         config.validate()
+        self.dist = distributed.context()  # rank 0 of 1 unless run under torchrun
+        config = self.dist.local_config(config)
         self.config = config
         self.out = pathlib.Path(config.out)
         self.tasks = config.task_table
-        self.device = torch.device(config.device)
+        self.device = self.dist.device(config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
         rows = read_labels(config.data, self.tasks)
@@ -101,6 +104,10 @@ class Trainer:
             self.tasks.num_grades, scale=config.score_scale, max_pairs=config.max_pairs,
             hard_fraction=config.hard_fraction, generator=config.seed).to(self.device)
         self.history: list[dict] = []
+        # Data parallel (no-ops in one process): the step calls train_model, a DDP
+        # wrapper sharing self.model's parameters; the loss pairs the global batch.
+        self.train_model = self.dist.wrap_model(self.model, config, self.device)
+        self.rank_loss.global_pairs = config.global_pairs
 
     # -- optimisation ---------------------------------------------------------
 
@@ -126,12 +133,12 @@ class Trainer:
         c = self.config
         self.model.train()
         self.train_set.set_epoch(epoch + 1000 * phase)
-        sampler = torch.utils.data.RandomSampler(
-            self.train_set, generator=torch.Generator().manual_seed(_seed(c.seed, phase, epoch, 1)))
+        sampler = self.dist.sampler(self.train_set, _seed(c.seed, phase, epoch, 1))
         loader = torch.utils.data.DataLoader(self.train_set, batch_size=c.batch_size, sampler=sampler,
                                              num_workers=c.num_workers)
-        aug_generator = torch.Generator().manual_seed(_seed(c.seed, phase, epoch, 2))
-        torch.manual_seed(_seed(c.seed, phase, epoch, 3))  # dropout
+        rank = self.dist.seed_parts()
+        aug_generator = torch.Generator().manual_seed(_seed(c.seed, phase, epoch, 2, *rank))
+        torch.manual_seed(_seed(c.seed, phase, epoch, 3, *rank))  # dropout
         # The loss is summed on the device: reading it every batch would wait for the GPU.
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         count = 0
@@ -143,7 +150,7 @@ class Trainer:
             grades = swap_flipped(grades, flipped, self.swap)
             with torch.autocast(self.device.type, dtype=torch.bfloat16,
                                 enabled=c.amp and self.device.type == "cuda"):
-                out = self.model(volumes)
+                out = self.train_model(volumes)
             loss = self._loss(phase, out, grades)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -188,11 +195,21 @@ class Trainer:
                 "history": self.history}
 
     def _save_model(self, name: str, phase: PhaseState, metric: float) -> None:
+        if not self.dist.is_main:
+            return
         save_checkpoint(self.out / name, {"version": CHECKPOINT_VERSION, "config": self.config.to_dict(),
                                           "tasks": self.tasks.to_config(), "model": self.model.state_dict(),
                                           "phase": phase.phase, "epoch": phase.epoch, "metric": metric})
 
+    def _save_last(self, phase: PhaseState, optimizer, scheduler) -> None:
+        """last.pt, by rank 0; the other ranks wait until it (and best*.pt) is written."""
+        if self.dist.is_main:
+            save_checkpoint(self.out / "last.pt", self._state(phase, optimizer, scheduler))
+        self.dist.barrier()
+
     def _write_metrics(self) -> None:
+        if not self.dist.is_main:
+            return
         atomic_write_text(self.out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
 
     # -- the run ----------------------------------------------------------------
@@ -221,7 +238,8 @@ class Trainer:
         elif last.exists():
             raise FileExistsError(f"{self.out} already holds a run (last.pt): continue it with --resume, "
                                   "or choose another --out")
-        config_lib.save(c, self.out / "config.json")
+        if self.dist.is_main:
+            config_lib.save(c, self.out / "config.json")
         self._write_metrics()
         epochs_run = 0
         while not state.done:
@@ -230,12 +248,13 @@ class Trainer:
                 optimizer, scheduler = self._optimizer(state.phase)
             if state.epoch >= max_epochs or (state.epoch >= c.min_epochs and state.since_best >= c.patience):
                 state, optimizer, scheduler = self._end_phase(state)
-                save_checkpoint(last, self._state(state, optimizer, scheduler))
+                self._save_last(state, optimizer, scheduler)
                 continue
             started = time.perf_counter()
-            train_loss = self._train_epoch(state.phase, state.epoch, optimizer)
+            train_loss = self.dist.mean(self._train_epoch(state.phase, state.epoch, optimizer))
             scheduler.step()
-            val = self.evaluate(self.val_set)
+            # Rank 0 validates and every rank gets its result: the same early-stopping decisions.
+            val = self.dist.on_main(self.evaluate, self.val_set)
             metric = val["mean_balanced_accuracy"] if state.phase == 1 else val["mean_qwk"]
             metric = -math.inf if math.isnan(metric) else metric
             state.epoch += 1
@@ -248,7 +267,7 @@ class Trainer:
                 "phase": state.phase, "epoch": state.epoch, "train_loss": train_loss, "selection_metric": metric,
                 **val, "lr": [g["lr"] for g in optimizer.param_groups],
                 "seconds": round(time.perf_counter() - started, 3)}))
-            save_checkpoint(last, self._state(state, optimizer, scheduler))
+            self._save_last(state, optimizer, scheduler)
             self._write_metrics()
             if c.progress:
                 name = "balanced accuracy" if state.phase == 1 else "QWK"
@@ -267,11 +286,12 @@ class Trainer:
         if state.phase == 1 and self.config.epochs_phase2 > 0:
             self.model.load_state_dict(load_checkpoint(self.out / "best_phase1.pt")["model"])
             return PhaseState(phase=2), None, None
-        if state.phase == 1:  # no phase 2: the phase-1 model is the result
+        if state.phase == 1 and self.dist.is_main:  # no phase 2: the phase-1 model is the result
             best = load_checkpoint(self.out / "best_phase1.pt")
             save_checkpoint(self.out / "best.pt", best)
         return dataclasses.replace(state, done=True), None, None
 
 
 def train(config: config_lib.TrainConfig, resume: bool = False) -> dict:
-    return Trainer(config).run(resume=resume)
+    with distributed.session(config.device, config.dist_timeout_s):
+        return Trainer(config).run(resume=resume)
