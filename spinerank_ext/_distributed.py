@@ -32,8 +32,11 @@ def _padded(rows: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([rows, pad])
 
 
-class _GatherRows(torch.autograd.Function):
-    """Concatenation of every rank's (B_r, T) rows, in rank order.
+class _GatherBatch(torch.autograd.Function):
+    """Every rank's (B_r, T) scores and grades, concatenated in rank order.
+
+    Both travel in one float64 message (every integer grade and every score of
+    a floating dtype up to float64 is exact in it): one collective, not two.
 
     Backward returns world_size times this rank's slice of the incoming
     gradient and communicates nothing: every rank computes the same loss on the
@@ -42,16 +45,20 @@ class _GatherRows(torch.autograd.Function):
     world_size is undone by the factor (see PairwiseRankLoss)."""
 
     @staticmethod
-    def forward(ctx, rows, sizes):
-        parts = _all_gather(_padded(rows, max(sizes)))
+    def forward(ctx, scores, grades, sizes):
+        packed = torch.cat([scores.detach().double(), grades.double()], 1)
+        parts = _all_gather(_padded(packed, max(sizes)))
+        rows = torch.cat([part[:n] for part, n in zip(parts, sizes)])
         rank = dist.get_rank()
         ctx.start, ctx.stop = sum(sizes[:rank]), sum(sizes[: rank + 1])
         ctx.world_size = len(sizes)
-        return torch.cat([part[:n] for part, n in zip(parts, sizes)])
+        all_grades = rows[:, scores.shape[1]:].long()
+        ctx.mark_non_differentiable(all_grades)
+        return rows[:, :scores.shape[1]].to(scores.dtype), all_grades
 
     @staticmethod
-    def backward(ctx, grad):
-        return grad[ctx.start:ctx.stop] * ctx.world_size, None
+    def backward(ctx, grad, _):
+        return grad[ctx.start:ctx.stop] * ctx.world_size, None, None
 
 
 def gather_batch(scores: torch.Tensor, grades: torch.Tensor, seed: Optional[torch.Tensor]):
@@ -72,10 +79,6 @@ def gather_batch(scores: torch.Tensor, grades: torch.Tensor, seed: Optional[torc
                          f"({', '.join(f'rank {r}: {h[1]}' for r, h in enumerate(headers))})")
     if len({h[2] for h in headers}) > 1:
         raise ValueError("global_pairs: some ranks mine pairs (max_pairs set) and others do not")
-    sizes = [h[0] for h in headers]
-    all_scores = _GatherRows.apply(scores, sizes)
-    with torch.no_grad():
-        all_grades = torch.cat([part[:n] for part, n in zip(_all_gather(_padded(grades.long(), max(sizes))),
-                                                              sizes)])
+    all_scores, all_grades = _GatherBatch.apply(scores, grades, [h[0] for h in headers])
     seed = None if seed is None else header.new_tensor(headers[0][3])
     return all_scores, all_grades, seed

@@ -21,6 +21,7 @@ import torch
 from conftest import make_batch, write_cohort
 
 import spinerank_ext
+from spinerank_ext import _distributed
 from spinerank import distributed
 from spinerank.data import DiscDataset, load_or_make_splits, read_labels, split_rows
 from spinerank.tasks import TaskTable
@@ -78,6 +79,13 @@ def _run_case(model, loss_fn, x, grades):
     return steps
 
 
+def _float32_batch():
+    g = torch.Generator().manual_seed(5)
+    scores = torch.randn(7, 4, generator=g) * 1e3
+    grades = torch.randint(-1, 5, (7, 4), generator=g, dtype=torch.int32)
+    return scores, grades
+
+
 def _worker(rank, init_file, out_dir):
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                                          world_size=WORLD, timeout=datetime.timedelta(seconds=60))
@@ -98,6 +106,22 @@ def _worker(rank, init_file, out_dir):
             results["mismatch"] = None
         except ValueError as exc:
             results["mismatch"] = str(exc)
+        # float32 scores and int32 grades travel exactly (packed into one float64 message).
+        scores, grades = _float32_batch()
+        rows = slice(0, 3) if rank == 0 else slice(3, 7)
+        results["gather_float32"] = _distributed.gather_batch(scores[rows], grades[rows], None)[:2]
+        # What the trainer asks of the process group.
+        context = distributed.context()
+        results["context"] = (context.rank, context.world_size, context.is_main)
+        results["mean"] = context.mean(float(rank + 1))
+        results["on_main"] = context.on_main(lambda: {"computed_by": torch.distributed.get_rank()})
+
+        def failing():
+            raise ValueError("val volume unreadable")
+        try:
+            context.on_main(failing)
+        except Exception as exc:
+            results["on_main_error"] = (type(exc).__name__, str(exc))
         torch.save(results, pathlib.Path(out_dir) / f"rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
@@ -156,6 +180,23 @@ def test_ranks_with_different_task_counts_all_raise(ranks):
     for result in ranks:
         assert result["mismatch"] == ("global_pairs: the ranks' scores have different numbers of tasks T "
                                       "(rank 0: 3, rank 1: 2)")
+
+
+def test_the_gather_is_exact_for_float32_scores_and_int32_grades(ranks):
+    scores, grades = _float32_batch()
+    for result in ranks:
+        got_scores, got_grades = result["gather_float32"]
+        assert got_scores.dtype == torch.float32 and torch.equal(got_scores, scores)
+        assert torch.equal(got_grades, grades.long())
+
+
+def test_rank_zero_results_reach_every_rank_and_its_errors_stop_every_rank(ranks):
+    for rank, result in enumerate(ranks):
+        assert result["context"] == (rank, WORLD, rank == 0)
+        assert result["mean"] == 1.5
+        assert result["on_main"] == {"computed_by": 0}
+    assert ranks[0]["on_main_error"] == ("ValueError", "val volume unreadable")
+    assert ranks[1]["on_main_error"] == ("RuntimeError", "rank 0 failed: ValueError: val volume unreadable")
 
 
 def test_global_pairs_without_a_process_group_is_the_local_loss():
