@@ -2,6 +2,7 @@
 pairwise ranking loss, local pairs against global pairs (gloo, DDP).
 
     python benchmarks/bench_ddp.py      # writes benchmarks/results/cpu-ddp.json, prints the table
+    python benchmarks/bench_ddp.py --table benchmarks/results/cpu-ddp.json   # the table again
 
 A step is forward, loss, backward (with DDP's gradient all-reduce) and an AdamW
 step on random volumes of the tiny preset's input size, T = 11 tasks of the
@@ -139,12 +140,22 @@ def run_case(world, batch, threads, global_pairs, width=16, warmup=2, repeats=10
         return json.loads(out.read_text())
 
 
-def run(width=16, warmup=2, repeats=10, cases=CASES):
+def run(width=16, warmup=2, repeats=10, cases=CASES, rounds=1):
+    """Every case ``rounds`` times, the cases interleaved (a change of the
+    machine's load then hits every case alike); per case the median over the
+    rounds of the rounds' medians, and their range."""
+    runs = {name: [] for name, *_ in cases}
+    for _ in range(rounds):
+        for name, world, batch, threads, global_pairs in cases:
+            runs[name].append(run_case(world, batch, threads, global_pairs, width, warmup, repeats))
     results = []
     for name, world, batch, threads, global_pairs in cases:
-        r = run_case(world, batch, threads, global_pairs, width, warmup, repeats)
+        step, loss = [r["step_s"] for r in runs[name]], [r["loss_s"] for r in runs[name]]
         results.append(dict(case=name, processes=world, batch_per_process=batch, threads_per_process=threads,
-                            global_pairs=global_pairs, **r))
+                            global_pairs=global_pairs, step_s=statistics.median(step), step_s_range=[min(step), max(step)],
+                            loss_s=statistics.median(loss), loss_s_range=[min(loss), max(loss)],
+                            pairs=runs[name][0]["pairs"]))
+        assert all(r["pairs"] == runs[name][0]["pairs"] for r in runs[name])  # same data every round
     by_name = {r["case"]: r for r in results}
     # Same data, same grades: the global batch pairs exactly like one process with batch 32.
     assert by_name["2 processes x batch 16, global pairs"]["pairs"] == by_name["1 process, batch 32"]["pairs"]
@@ -152,16 +163,19 @@ def run(width=16, warmup=2, repeats=10, cases=CASES):
 
 
 def table(record) -> str:
-    lines = [f"Machine: {record['machine']}; load average before/after: {record['load_before']} / "
-             f"{record['load_after']}; {record['date']}. Median of {record['repeats']} steps, "
-             f"SpineRankNet width {record['width']}, input {tuple(INPUT)}, T = 11, all pairs.", "",
+    lines = [f"Machine: {record['machine']}; load average (1, 5, 15 min) before: {record['load_before']}, "
+             f"after: {record['load_after']}; {record['date']}. {record['rounds']} interleaved rounds of "
+             f"{record['repeats']} steps: median of the rounds' medians (range); SpineRankNet width "
+             f"{record['width']}, input {tuple(INPUT)}, T = 11, all pairs.", "",
              "| setting | samples / step | pairs / step | step time | samples / s | loss fwd + bwd (with gather) |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in record["results"]:
         samples = r["processes"] * r["batch_per_process"]
         pairs = statistics.median(r["pairs"])
-        lines.append(f"| {r['case']} | {samples} | {pairs:.0f} | {1000 * r['step_s']:.0f} ms | "
-                     f"{samples / r['step_s']:.0f} | {1000 * r['loss_s']:.2f} ms |")
+        (lo, hi), (llo, lhi) = r["step_s_range"], r["loss_s_range"]
+        lines.append(f"| {r['case']} | {samples} | {pairs:.0f} | {1000 * r['step_s']:.0f} ms "
+                     f"({1000 * lo:.0f}–{1000 * hi:.0f}) | {samples / r['step_s']:.0f} | "
+                     f"{1000 * r['loss_s']:.2f} ms ({1000 * llo:.2f}–{1000 * lhi:.2f}) |")
     return "\n".join(lines)
 
 
@@ -178,13 +192,18 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of the whole set of cases")
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cpu-ddp.json"))
+    p.add_argument("--table", metavar="JSON", help="print the table of an earlier run and stop")
     args = p.parse_args(argv)
+    if args.table:
+        print(table(json.loads(pathlib.Path(args.table).read_text())))
+        return
     load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    results = run(args.width, args.warmup, args.repeats)
+    results = run(args.width, args.warmup, args.repeats, rounds=args.rounds)
     record = dict(machine=_machine(), date=datetime.date.today().isoformat(), width=args.width,
-                  repeats=args.repeats, load_before=load_before,
+                  repeats=args.repeats, rounds=args.rounds, load_before=load_before,
                   load_after=" ".join(f"{v:.2f}" for v in os.getloadavg()), results=results)
     pathlib.Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     print(table(record))

@@ -26,6 +26,8 @@ from spinerank import distributed
 from spinerank.data import DiscDataset, load_or_make_splits, read_labels, split_rows
 from spinerank.tasks import TaskTable
 
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed")
+
 WORLD = 2
 KS = (5, 4, 3)
 FEATURES = 6

@@ -4,6 +4,7 @@
     spinerank train --data DIR --out RUN [--preset tiny|paper] [--config FILE]
                     [--epochs-phase1 N] [--epochs-phase2 N] [--batch-size N]
                     [--device cpu|cuda] [--amp] [--max-pairs N] [--seed S] [--resume]
+    torchrun --nproc_per_node N -m spinerank train ...   (data parallel: distributed.py)
 """
 from __future__ import annotations
 
