@@ -44,5 +44,5 @@ def fixed_thresholds(num_grades: int, scale: float = 10.0) -> np.ndarray:
 
 
 def grades_from_scores(scores, thresholds) -> np.ndarray:
-    """The grade of each score: how many thresholds it reaches."""
-    return np.searchsorted(np.asarray(thresholds), np.asarray(scores), side="right")
+    """The grade of each score: how many thresholds lie strictly below it (SPEC §8)."""
+    return np.searchsorted(np.asarray(thresholds), np.asarray(scores), side="left")
