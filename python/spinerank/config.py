@@ -51,6 +51,10 @@ class TrainConfig:
     aug_shift_w: int = 32
     aug_scale: tuple[float, float] = (0.9, 1.1)
     aug_rotate_deg: float = 15.0
+    # test-time augmentation (SPEC §4): the view grid, 2 flips x h x w x d shifts
+    tta_shifts_h: tuple[int, ...] = (-16, 0, 16)
+    tta_shifts_w: tuple[int, ...] = (-16, 0, 16)
+    tta_shifts_d: tuple[int, ...] = (-1, 0, 1)
     # run
     seed: int = 0
     device: str = "cpu"
@@ -59,7 +63,7 @@ class TrainConfig:
     preset: str = "paper"
 
     def __post_init__(self):
-        for name in ("volume_shape", "input_shape", "aug_scale"):
+        for name in ("volume_shape", "input_shape", "aug_scale", "tta_shifts_h", "tta_shifts_w", "tta_shifts_d"):
             value = getattr(self, name)
             if isinstance(value, list):
                 setattr(self, name, tuple(value))
@@ -109,7 +113,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # on the synthetic cohort (shape 48 x 80 x 10) in about 2 minutes on 2 cores.
     "tiny": dict(width=16, volume_shape=(10, 48, 80), input_shape=(8, 40, 64), batch_size=16,
                  epochs_phase1=12, epochs_phase2=12, patience=5, min_epochs=5, aug_shift_h=3,
-                 aug_shift_w=6, aug_slice_shift=1),
+                 aug_shift_w=6, aug_slice_shift=1, tta_shifts_h=(-4, 0, 4), tta_shifts_w=(-8, 0, 8)),
 }
 
 

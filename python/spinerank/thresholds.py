@@ -113,6 +113,11 @@ class _Task:
         return np.where((candidates >= lower) & (candidates <= upper), values, -np.inf)
 
 
+def objective_value(scores, grades, num_grades: int, thresholds, objective: str = "composite") -> float:
+    """The objective reached by ``thresholds`` on (score, grade) pairs."""
+    return _Task(scores, grades, num_grades, objective).value(thresholds)
+
+
 def _check(scores, grades, num_grades):
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     grades = np.asarray(grades).reshape(-1)
