@@ -4,7 +4,8 @@
     spinerank train --data DIR --out RUN [--preset tiny|paper] [--config FILE]
                     [--epochs-phase1 N] [--epochs-phase2 N] [--batch-size N]
                     [--device cpu|cuda] [--amp] [--max-pairs N] [--seed S] [--resume]
-                    [--method ce|corn|mae|ranknet|deeprank|spinerank]
+                    [--method ce|corn|mae|ranknet|deeprank|spinerank] [--corn-class-weights]
+                    [--init-phase1 RUN/best_phase1.pt]
     spinerank calibrate --run RUN [--no-tta] [--method grid|isotonic|youden|gmm] [--objective ...]
     spinerank evaluate --run RUN [--no-tta] [--out DIR]
     spinerank compare --data DIR --out DIR [--methods M ...] [--preset tiny|paper] [--no-tta]
@@ -18,7 +19,7 @@ import pathlib
 import signal
 import sys
 
-from .config import METHODS as METHOD_NAMES
+from .methods import METHOD_NAMES
 from .thresholds import METHODS as THRESHOLD_METHODS
 from .thresholds import OBJECTIVES
 
@@ -52,7 +53,8 @@ def _train(args) -> None:
         config = config_lib.resolve(
             args.preset, args.config, data=args.data, out=args.out, epochs_phase1=args.epochs_phase1,
             epochs_phase2=args.epochs_phase2, batch_size=args.batch_size, device=args.device,
-            amp=args.amp or None, max_pairs=args.max_pairs, seed=args.seed, progress=not args.quiet)
+            amp=args.amp or None, max_pairs=args.max_pairs, seed=args.seed, progress=not args.quiet,
+            method=args.method, corn_class_weights=args.corn_class_weights or None, init_phase1=args.init_phase1)
     if not config.data:
         raise ValueError("--data DIR is required")
     result = Trainer(config).run(resume=args.resume)
@@ -127,7 +129,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(handler=_synth)
 
-    t = sub.add_parser("train", help="train SpineRankNet (both phases)")
+    t = sub.add_parser("train", help="train SpineRankNet (both phases) or a baseline (--method)")
     t.add_argument("--data", help="dataset folder (labels.csv, volumes/)")
     t.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, config.json)")
     t.add_argument("--preset", choices=["paper", "tiny"], default=None,
@@ -140,6 +142,12 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     t.add_argument("--max-pairs", type=int, help="mine at most this many pairs per task (default: all)")
     t.add_argument("--seed", type=int)
+    t.add_argument("--method", help="ce, corn, mae (phase 1 only), ranknet, deeprank or spinerank (default; "
+                   "both phases): the baselines of SPEC §7 on the same encoder and protocol")
+    t.add_argument("--corn-class-weights", action="store_true",
+                   help="corn: weight each disc's loss terms by the inverse frequency of its grade")
+    t.add_argument("--init-phase1", metavar="CHECKPOINT",
+                   help="skip phase 1: train phase 2 from this phase-1 model (e.g. RUN/best_phase1.pt of a ce run)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(handler=_train)
@@ -168,7 +176,7 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("compare", help="train, calibrate and evaluate several methods; a Table-1 comparison")
     m.add_argument("--data", required=True)
     m.add_argument("--out", required=True)
-    m.add_argument("--methods", nargs="+", choices=sorted(METHOD_NAMES), default=["ce", "spinerank"])
+    m.add_argument("--methods", nargs="+", choices=list(METHOD_NAMES), default=["ce", "spinerank"])
     m.add_argument("--preset", choices=["paper", "tiny"], default=None)
     m.add_argument("--config", help="YAML or JSON file of TrainConfig settings for every method")
     m.add_argument("--epochs-phase1", type=int)
