@@ -136,7 +136,7 @@ def predictions_csv(rows, task_names, grades, predictions: Predictions, predicte
         line = [row.ivd_id, row.subject_id, row.level, row.sequence]
         for t in range(len(task_names)):
             line += ["" if grades is None or grades[i, t] < 0 else int(grades[i, t]),
-                     f"{predictions.scores[i, t]:.4f}", int(predicted[i, t]), f"{predictions.std[i, t]:.4f}",
+                     f"{predictions.scores[i, t]:.6f}", int(predicted[i, t]), f"{predictions.std[i, t]:.6f}",
                      int(flags[i, t])]
         writer.writerow(line)
     return buffer.getvalue()

@@ -95,7 +95,7 @@ def predict(checkpoint, inputs, out, tta: bool = False, device: str = "cpu", bat
         for i, path in enumerate(names):
             line = [str(path)]
             for t in range(len(tasks)):
-                line += [f"{predictions.scores[i, t]:.4f}", int(grades[i, t]), f"{predictions.std[i, t]:.4f}",
+                line += [f"{predictions.scores[i, t]:.6f}", int(grades[i, t]), f"{predictions.std[i, t]:.6f}",
                          int(flags[i, t])]
             writer.writerow(line)
         predicted_count += len(names)
