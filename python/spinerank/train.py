@@ -295,6 +295,7 @@ class Trainer:
                 raise ValueError(f"init_phase1: {source} has {name} {theirs}, this run {mine}; "
                                  "they must match")
         self.model.load_state_dict(ckpt["model"])
+
         def copy(f):
             with open(source, "rb") as src:
                 shutil.copyfileobj(src, f)
