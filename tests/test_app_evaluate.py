@@ -114,6 +114,10 @@ def test_evaluate_metrics_agree_with_scikit_learn_on_the_written_predictions(run
         assert m["qwk"] == pytest.approx(qwk, nan_ok=True) or (np.isnan(qwk) and m["qwk"] is None)
         assert m["mae"] == pytest.approx(np.abs(y - p).mean())
         assert m["mcc"] == pytest.approx(matthews_corrcoef(y, p))
+        if len(set(y)) > 1:  # a ranking model's class probabilities come from its score (SPEC §9)
+            probs = metrics.score_probabilities(s, K)
+            auc = np.mean([roc_auc_score(y == c, probs[:, c]) for c in sorted(set(y))])
+            assert m["roc_auc"] == pytest.approx(auc, abs=1e-3)
         assert m["spearman"] == pytest.approx(spearmanr(s, y).statistic, abs=1e-3, nan_ok=True) \
             or m["spearman"] is None
         flags = np.array([int(r[f"{name}_borderline"]) for r in rows], dtype=bool)

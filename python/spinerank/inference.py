@@ -22,8 +22,12 @@ from . import config as config_lib
 from . import methods
 from .augmentation import centre_crop
 from .checkpoint import load_checkpoint
+from .metrics import score_probabilities
 from .model import build_model
 from .tasks import TaskTable
+
+#: Voxels of test-time views scored per model call batch (about 256 MB of float32).
+TTA_CHUNK_VOXELS = 64 * 2**20
 
 
 @dataclasses.dataclass
@@ -44,7 +48,7 @@ class Predictions:
 class Predictor:
     """The model of a checkpoint (``best.pt``) in eval mode, with its config and method."""
 
-    def __init__(self, checkpoint: str | pathlib.Path, device: str = "cpu", view_batch: int = 256):
+    def __init__(self, checkpoint: str | pathlib.Path, device: str = "cpu", view_batch: int = 32):
         path = pathlib.Path(checkpoint)
         if path.is_dir():
             path = path / "best.pt"
@@ -87,19 +91,32 @@ class Predictor:
     @torch.no_grad()
     def __call__(self, volumes: torch.Tensor, tta: bool) -> Predictions:
         """Predictions for (N, 1, D, H, W) volumes fitted to the config's volume_shape."""
-        input_shape = tuple(self.config.input_shape)
         if not tta:
-            scores, probs = self._forward(centre_crop(volumes, input_shape))
-            return Predictions(scores.double().numpy(), np.zeros(tuple(scores.shape)),
-                               [p.double().numpy() for p in probs])
+            scores, probs = self._forward(centre_crop(volumes, tuple(self.config.input_shape)))
+            std = torch.zeros_like(scores)
+        else:
+            # Views of a few volumes at a time: 54 paper-sized views of one volume take 85 MB.
+            voxels = int(np.prod(self.config.input_shape)) * self.view_flipped.numel()
+            step = max(1, TTA_CHUNK_VOXELS // voxels)
+            parts = [self._tta(volumes[i:i + step]) for i in range(0, volumes.shape[0], step)]
+            scores, std = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+            probs = [torch.cat([p[2][t] for p in parts]) for t in range(len(self.tasks))]
+        scores = scores.double().numpy()
+        if self.method.ranking:  # SPEC §9: a score's class probabilities, p_k ∝ exp(-|s - c_k|)
+            probs = [score_probabilities(scores[:, t], k, self.scale) for t, k in enumerate(self.tasks.num_grades)]
+        else:
+            probs = [p.double().numpy() for p in probs]
+        return Predictions(scores, std.double().numpy(), probs)
+
+    def _tta(self, volumes: torch.Tensor):
         n = volumes.shape[0]
-        views = spinerank_ext.tta_views(volumes, input_shape, **self.tta_grid)  # (N, V, 1, d, h, w)
+        views = spinerank_ext.tta_views(volumes, tuple(self.config.input_shape), **self.tta_grid)  # (N, V, 1, d, h, w)
         scores, probs = self._forward(views.flatten(0, 1))
         V = views.shape[1]
         swap = tuple(self.tasks.swap_pairs)
         mean, std = spinerank_ext.tta_merge(scores.view(n, V, -1), self.view_flipped, swap=swap)
         merged, _ = spinerank_ext.tta_merge([p.view(n, V, -1) for p in probs], self.view_flipped, swap=swap)
-        return Predictions(mean.double().numpy(), std.double().numpy(), [p.double().numpy() for p in merged])
+        return mean, std, merged
 
     def grades(self, predictions: Predictions, thresholds: list[np.ndarray] | None) -> np.ndarray:
         """(N, T) grades: the calibrated thresholds on the scores for the ranking
