@@ -1,0 +1,212 @@
+"""Calibration, evaluation, prediction and comparison (issue 6) on a tiny trained run.
+
+The metrics are checked against scikit-learn/scipy recomputed from the written
+predictions.csv, TTA against a plain loop over the reference views, thresholds
+against fitting them again on the validation scores."""
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, matthews_corrcoef, roc_auc_score
+
+from conftest import tiny_config, write_cohort
+from spinerank import cli, metrics
+from spinerank import thresholds as thresholds_lib
+from spinerank.calibrate import calibrate, split_dataset
+from spinerank.compare import compare
+from spinerank.evaluate import evaluate
+from spinerank.inference import Predictor
+from spinerank.predict import predict
+from spinerank.train import Trainer
+from spinerank_ext import reference
+
+TTA = dict(tta_shifts_h=(-2, 0, 2), tta_shifts_w=(-2, 0, 2), tta_shifts_d=(-1, 0, 1))
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    folder = write_cohort(tmp_path_factory.mktemp("cohort"), subjects=30, seed=3)
+    # A hidden severity per disc and task, like a synthetic cohort's latent.csv.
+    rng = np.random.default_rng(0)
+    with open(folder / "labels.csv") as f:
+        rows = list(csv.DictReader(f))
+    names = list(rows[0])[5:]
+    with open(folder / "latent.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["ivd_id", *names])
+        for ivd in sorted({r["ivd_id"] for r in rows}):
+            writer.writerow([ivd, *np.round(rng.uniform(0, 3, len(names)), 3)])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run(cohort, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    Trainer(tiny_config(cohort, out, epochs_phase1=1, epochs_phase2=1, **TTA)).run()
+    return out
+
+
+def read_predictions(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_tta_predictions_match_a_plain_loop_over_the_views(run):
+    predictor = Predictor(run / "best.pt")
+    volumes, _ = next(iter(torch.utils.data.DataLoader(split_dataset(predictor, "test"), batch_size=3)))
+    got = predictor(volumes, tta=True)
+    grid = (predictor.tta_grid["shifts_h"], predictor.tta_grid["shifts_w"], predictor.tta_grid["shifts_d"])
+    views = reference.tta_views(volumes, predictor.config.input_shape, (False, True), *grid)
+    with torch.no_grad():
+        per_view = torch.stack([predictor.model(views[:, v])["scores"] for v in range(views.shape[1])], 1).double()
+    half = views.shape[1] // 2
+    flipped = per_view[:, half:].clone()
+    flipped[..., [6, 7]] = flipped[..., [7, 6]]  # a flipped view's left foramen is the right one
+    aligned = torch.cat([per_view[:, :half], flipped], 1)
+    np.testing.assert_allclose(got.scores, aligned.mean(1).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.std, aligned.std(1, correction=0).numpy(), rtol=1e-4, atol=1e-6)
+    plain = predictor(volumes, tta=False)
+    with torch.no_grad():
+        centre = predictor.model(views[:, 13])["scores"].double().numpy()  # view 13: the centre crop
+    np.testing.assert_allclose(plain.scores, centre, rtol=1e-5, atol=1e-6)
+    assert (plain.std == 0).all()
+
+
+def test_calibrate_fits_the_validation_scores(run):
+    result = calibrate(run, tta=False, progress=False)
+    saved = json.loads((run / "thresholds.json").read_text())
+    assert saved["thresholds"] == result["thresholds"] and saved["tta"] is False
+    predictor = Predictor(run / "best.pt")
+    predictions, grades = predictor.predict_dataset(split_dataset(predictor, "val"), tta=False, progress=False)
+    for t, (name, K) in enumerate(zip(predictor.tasks.names, predictor.tasks.num_grades)):
+        keep = grades[:, t] >= 0
+        if keep.any():
+            expected = thresholds_lib.fit_thresholds(predictions.scores[keep, t], grades[keep, t], K)
+            np.testing.assert_allclose(saved["thresholds"][name], expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_evaluate_metrics_agree_with_scikit_learn_on_the_written_predictions(run, cohort, tta):
+    result = evaluate(run, tta=tta, progress=False)
+    out = run / ("eval" if tta else "eval-no-tta")
+    assert json.loads((out / "metrics.json").read_text())["method"] == "spinerank"
+    for name in ("report.md", "scores_by_grade.png", "severity_strip.png", "confusion.png", "training_curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    saved = json.loads((run / "thresholds.json").read_text())
+    assert saved["tta"] is tta  # calibrated the way the test scores are computed
+    rows = read_predictions(out / "predictions.csv")
+    assert len(rows) == result["volumes"] > 0
+    latent = {r["ivd_id"]: r for r in csv.DictReader(open(cohort / "latent.csv"))}
+    for t, (name, m) in enumerate(result["tasks"].items()):
+        K = len(saved["thresholds"][name]) + 1
+        labelled = [r for r in rows if r[f"{name}_true"] != ""]
+        y = np.array([int(r[f"{name}_true"]) for r in labelled])
+        p = np.array([int(r[f"{name}_grade"]) for r in labelled])
+        s = np.array([float(r[f"{name}_score"]) for r in labelled])
+        assert m["n"] == len(y)
+        np.testing.assert_array_equal(p, thresholds_lib.grades_from_scores(s, saved["thresholds"][name]))
+        assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, p))
+        qwk = cohen_kappa_score(y, p, weights="quadratic", labels=list(range(K)))
+        assert m["qwk"] == pytest.approx(qwk, nan_ok=True) or (np.isnan(qwk) and m["qwk"] is None)
+        assert m["mae"] == pytest.approx(np.abs(y - p).mean())
+        assert m["mcc"] == pytest.approx(matthews_corrcoef(y, p))
+        if len(set(y)) > 1:  # a ranking model's class probabilities come from its score (SPEC §9)
+            probs = metrics.score_probabilities(s, K)
+            auc = np.mean([roc_auc_score(y == c, probs[:, c]) for c in sorted(set(y))])
+            assert m["roc_auc"] == pytest.approx(auc, abs=1e-3)
+        assert m["spearman"] == pytest.approx(spearmanr(s, y).statistic, abs=1e-3, nan_ok=True) \
+            or m["spearman"] is None
+        flags = np.array([int(r[f"{name}_borderline"]) for r in rows], dtype=bool)
+        std = np.array([float(r[f"{name}_std"]) for r in rows])
+        score = np.array([float(r[f"{name}_score"]) for r in rows])
+        gap = np.abs(score[:, None] - np.array(saved["thresholds"][name])[None]).min(1)
+        assert ((gap <= std) == flags).mean() > 0.95  # the CSV rounds to 6 decimals
+        hidden = np.array([float(latent[r["ivd_id"]][name]) for r in labelled])
+        assert m["latent_spearman"]["overall"] == pytest.approx(spearmanr(s, hidden).statistic, abs=1e-3)
+    assert set(result["aggregate"]) >= {"balanced_accuracy", "roc_auc", "qwk", "mae", "mcc", "latent_spearman"}
+
+
+def test_task_metrics_against_scikit_learn_and_by_hand():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 25)
+    scores = y * 10 / 3 + rng.normal(0, 2.5, y.size)
+    p = thresholds_lib.grades_from_scores(scores, metrics.fixed_thresholds(4))
+    probs = metrics.score_probabilities(scores, 4)
+    np.testing.assert_allclose(probs.sum(1), 1)
+    m = metrics.task_metrics(y, p, scores, probs, 4)
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+    pairs = [(scores[i] > scores[j]) + 0.5 * (scores[i] == scores[j])
+             for i in range(y.size) for j in range(y.size) if y[i] > y[j]]
+    assert m["c_index"] == pytest.approx(np.mean(pairs))
+    assert metrics.concordance_index([1.0, 1.0, 2.0], [0, 1, 1]) == pytest.approx(0.75)
+    # p_k ∝ exp(-|s - c_k|), c_k = 0, 5, 10 for K = 3
+    np.testing.assert_allclose(metrics.score_probabilities([5.0], 3), [[np.exp(-5), 1, np.exp(-5)] / (1 + 2 * np.exp(-5))])
+
+
+def test_predict_skips_unreadable_files_and_matches_evaluate(run, cohort, tmp_path, capsys):
+    calibrate(run, tta=False, progress=False)
+    volumes = sorted((cohort / "volumes").glob("*.npy"))[:5]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for v in volumes:
+        shutil.copy(v, folder / v.name)
+    (folder / "broken.npy").write_bytes(b"not a volume")
+    out = tmp_path / "preds.csv"
+    code = cli.main(["predict", "--checkpoint", str(run / "best.pt"), "--out", str(out), "--quiet", str(folder)])
+    assert code == 0
+    assert "broken.npy" in capsys.readouterr().err
+    rows = read_predictions(out)
+    assert [r["file"].split("/")[-1] for r in rows] == [v.name for v in volumes]
+    predictor = Predictor(run / "best.pt")
+    from spinerank.data import fit_to_shape, load_volume
+
+    batch = torch.stack([fit_to_shape(torch.from_numpy(load_volume(v).transpose(2, 0, 1).copy()),
+                                      predictor.config.volume_shape)[None] for v in volumes])
+    expected = predictor(batch, tta=False).scores
+    got = np.array([[float(r[f"{n}_score"]) for n in predictor.tasks.names] for r in rows])
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_predict_with_no_readable_file_fails(run, tmp_path, capsys):
+    (tmp_path / "a.npy").write_bytes(b"junk")
+    code = cli.main(["predict", "--checkpoint", str(run / "best.pt"), "--out", str(tmp_path / "p.csv"), "--quiet",
+                     str(tmp_path / "a.npy")])
+    assert code == 2 and "no volume could be read" in capsys.readouterr().err
+
+
+def test_compare_reuses_phase1_and_tabulates_every_metric(cohort, tmp_path, capsys):
+    overrides = dict(width=4, volume_shape=(6, 20, 24), input_shape=(4, 16, 20), batch_size=8, epochs_phase1=1,
+                     epochs_phase2=1, patience=5, min_epochs=1, aug_shift_h=2, aug_shift_w=2, aug_slice_shift=1,
+                     **TTA)
+    summary = compare(str(cohort), str(tmp_path / "cmp"), methods=("ce", "spinerank"), progress=False, tta=False,
+                      **overrides)
+    assert set(summary["methods"]) == {"ce", "spinerank"}
+    for method, table in summary["methods"].items():
+        assert set(table) == {"balanced_accuracy", "roc_auc", "qwk", "mae", "mcc", "latent_spearman"}, method
+    saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert saved["methods"].keys() == summary["methods"].keys()
+    assert "| spinerank |" in (tmp_path / "cmp" / "comparison.md").read_text()
+    ce = torch.load(tmp_path / "cmp" / "ce" / "best_phase1.pt", weights_only=False)["model"]
+    sr = torch.load(tmp_path / "cmp" / "spinerank" / "best_phase1.pt", weights_only=False)["model"]
+    assert all(torch.equal(ce[k], sr[k]) for k in ce)  # phase 2 started from the CE run's phase 1
+    # Run again: nothing is retrained.
+    compare(str(cohort), str(tmp_path / "cmp"), methods=("ce", "spinerank"), progress=True, tta=False, **overrides)
+    assert capsys.readouterr().out.count("trained before") == 2
+
+
+def test_calibrating_a_classifier_is_refused(cohort, tmp_path):
+    out = tmp_path / "ce"
+    Trainer(tiny_config(cohort, out, method="ce", epochs_phase1=1, **TTA)).run()
+    with pytest.raises(ValueError, match="grades with its classifier"):
+        calibrate(out, progress=False)
+    result = evaluate(out, tta=False, progress=False)
+    assert result["grading"] == "classifier" and result["aggregate"]["balanced_accuracy"]["mean"] >= 0
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+    assert cli.main(["evaluate", "--run", str(tmp_path / "nothing"), "--quiet"]) == 2
+    assert "best.pt does not exist" in capsys.readouterr().err
