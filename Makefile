@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 
 SOURCES := pyproject.toml CMakeLists.txt $(wildcard cmake/* build_support/*.py csrc/*.* csrc/*/*.* spinerank_ext/*.py python/spinerank/*.py)
 
-.PHONY: demo test bench bench-cuda bench-smoke cuda-check clean
+.PHONY: demo test bench bench-cuda bench-ddp bench-smoke cuda-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench-cuda: $(VENV)/.installed
 # Compile every CUDA source for sm_90 without a GPU (see .ci/cuda-check).
 cuda-check:
 	VENV=$(VENV) .ci/cuda-check
+
+# 1 vs 2 processes (gloo) on the CPU, local vs global pairs (README, Scaling out).
+bench-ddp: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_ddp.py
 
 # Every benchmark case once, untimed: they still check their results.
 bench-smoke: $(VENV)/.installed
