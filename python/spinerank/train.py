@@ -93,12 +93,12 @@ class Trainer:
         self.swap = torch.tensor(self.tasks.swap_permutation(), device=self.device)
         self.rank_loss = spinerank_ext.PairwiseRankLoss(
             self.tasks.num_grades, scale=config.score_scale, max_pairs=config.max_pairs,
-            hard_fraction=config.hard_fraction, generator=config.seed, **self.method.loss_options()).to(self.device)
+            hard_fraction=config.hard_fraction, generator=config.seed, global_pairs=config.global_pairs,
+            **self.method.loss_options()).to(self.device)
         self.history: list[dict] = []
-        # Data parallel (no-ops in one process): the step calls train_model, a DDP
-        # wrapper sharing self.model's parameters; the loss pairs the global batch.
+        # Data parallel (a no-op in one process): the step calls train_model, a DDP
+        # wrapper sharing self.model's parameters.
         self.train_model = self.dist.wrap_model(self.model, config, self.device)
-        self.rank_loss.global_pairs = config.global_pairs
 
     # -- optimisation ---------------------------------------------------------
 
