@@ -5,6 +5,7 @@ predictions.csv, TTA against a plain loop over the reference views, thresholds
 against fitting them again on the validation scores."""
 import csv
 import json
+import pathlib
 import shutil
 
 import numpy as np
@@ -210,3 +211,29 @@ def test_calibrating_a_classifier_is_refused(cohort, tmp_path):
 def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert cli.main(["evaluate", "--run", str(tmp_path / "nothing"), "--quiet"]) == 2
     assert "best.pt does not exist" in capsys.readouterr().err
+
+
+def test_demo_synthesises_then_compares_ce_and_spinerank(tmp_path, monkeypatch):
+    import spinerank.compare
+    import spinerank.synth
+    from spinerank.demo import demo
+
+    calls = []
+
+    def fake_synth(out, **kw):
+        calls.append(("synth", kw["subjects"]))
+        out.mkdir(parents=True)
+        (out / "labels.csv").write_text("")
+
+    def fake_compare(data, out, **kw):
+        calls.append(("compare", tuple(kw["methods"]), kw["preset"], kw["tta"]))
+        pathlib.Path(out).mkdir(parents=True)
+        (pathlib.Path(out) / "comparison.md").write_text("table")
+        return {}
+
+    monkeypatch.setattr(spinerank.synth, "synthesize", fake_synth)
+    monkeypatch.setattr(spinerank.compare, "compare", fake_compare)
+    demo(tmp_path / "d", subjects=7, progress=False)
+    demo(tmp_path / "d2", all_methods=True, progress=False)
+    assert calls == [("synth", 7), ("compare", ("ce", "spinerank"), "tiny", True),
+                     ("synth", 200), ("compare", ("ce", "corn", "mae", "ranknet", "deeprank", "spinerank"), "tiny", True)]
