@@ -58,9 +58,6 @@ class RankHead(nn.Module):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(in_features, 64), nn.ReLU(inplace=True), nn.Dropout(dropout),
                                  nn.Linear(64, 1))
-        # Start every score mid-scale, where soft_clamp is nearly the identity: near 0
-        # or S it flattens, and scores starting there spread slowly.
-        nn.init.constant_(self.mlp[-1].bias, scale / 2)
         self.scale = scale
 
     def forward(self, x):
