@@ -14,6 +14,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <unordered_set>
 #include <vector>
@@ -21,8 +22,21 @@
 #include "pair_math.h"
 #include "pairwise_rank_loss_args.h"
 #include "pairwise_rank_loss_values.h"
+#include "sorted_pairs.h"
+#include "sorted_pairs_threshold.h"
 
 namespace spinerank {
+
+namespace {
+std::atomic<int64_t> sorted_pairs_threshold{kSortedPairsMinN};
+}  // namespace
+
+int64_t sorted_pairs_min_n() { return sorted_pairs_threshold.load(std::memory_order_relaxed); }
+
+int64_t exchange_sorted_pairs_min_n(int64_t n) {
+  return n < 0 ? sorted_pairs_min_n() : sorted_pairs_threshold.exchange(n);
+}
+
 namespace {
 
 // The valid (non-missing) samples of one task, in batch order.
@@ -149,6 +163,97 @@ TaskLoss all_pairs_loss(const LossParams& p, const TaskSamples& ts, int K, doubl
         }
         gs[a] += cd * ga;
         sum_dis += la;
+      }
+    }
+  }
+  for (int k = 0; k < n; ++k) g[pos[k]] += gs[k];
+  out.loss = cd * sum_dis + cs * sum_sim;
+  return out;
+}
+
+// The same loss and gradient as all_pairs_loss<SquaredHinge> without visiting
+// pairs (csrc/sorted_pairs.h): each grade group sorted by score, then per
+// sample and lower grade one bisection for its run of margin-violating
+// partners and that run's range sums. O(G^2 n log n) time, O(n) memory.
+TaskLoss sorted_hinge_loss(const LossParams& p, const TaskSamples& ts, int K, double* g) {
+  const int n = ts.n();
+  const double inv_km1 = 1.0 / double(K - 1);
+
+  std::vector<int> start(K + 1, 0);
+  for (int a = 0; a < n; ++a) ++start[ts.y[a] + 1];
+  for (int c = 0; c < K; ++c) start[c + 1] += start[c];
+  std::vector<int> pos(n);
+  {
+    std::vector<int> fill(start.begin(), start.end() - 1);
+    for (int a = 0; a < n; ++a) pos[fill[ts.y[a]]++] = a;
+  }
+  for (int c = 0; c < K; ++c) {
+    // Equal scores may land in any order: only sums over runs are used, and
+    // the test below never splits equal scores.
+    std::sort(pos.begin() + start[c], pos.begin() + start[c + 1],
+              [&](int u, int v) { return ts.s[u] < ts.s[v]; });
+  }
+  double mean = 0.0;
+  for (int a = 0; a < n; ++a) mean += ts.s[a];
+  mean /= n;
+  // s: sorted scores (for the violation test, exactly as the direct path sees
+  // them); x: centred (for the sums). pre1: sum of x over the group up to k
+  // inclusive; suf1, suf2: sum of x and x^2 from k to the group's end.
+  std::vector<double> s(n), x(n), pre1(n), suf1(n), suf2(n), gs(n, 0.0);
+  for (int k = 0; k < n; ++k) {
+    s[k] = ts.s[pos[k]];
+    x[k] = s[k] - mean;
+  }
+  TaskLoss out;
+  double sum_sim = 0.0;
+  std::vector<double> gsim(n, 0.0);
+  for (int c = 0; c < K; ++c) {
+    const int lo = start[c], hi = start[c + 1], m = hi - lo;
+    double run = 0.0;
+    for (int k = lo; k < hi; ++k) pre1[k] = run += x[k];
+    double r1 = 0.0, r2 = 0.0;
+    for (int k = hi - 1; k >= lo; --k) {
+      suf1[k] = r1 += x[k];
+      suf2[k] = r2 += x[k] * x[k];
+    }
+    out.n_sim += int64_t(m) * (m - 1) / 2;
+    if (m < 2) continue;
+    // Same-grade pairs: sum_{i<j} (s_i - s_j)^2 = m * sum (s - group mean)^2.
+    const double group_mean = run / m;
+    double ss = 0.0;
+    for (int k = lo; k < hi; ++k) {
+      const double centred = x[k] - group_mean;
+      ss += centred * centred;
+      gsim[k] = 2.0 * m * centred;
+    }
+    sum_sim += m * ss;
+  }
+  out.n_dis = int64_t(n) * (n - 1) / 2 - out.n_sim;
+  const double cd = dis_factor(p, out.n_dis);
+  const double cs = sim_factor(p, out.n_sim);
+  for (int k = 0; k < n; ++k) gs[k] = cs * gsim[k];
+
+  double sum_dis = 0.0;
+  for (int c_hi = 1; c_hi < K; ++c_hi) {
+    const int h0 = start[c_hi], h1 = start[c_hi + 1];
+    for (int c_lo = 0; c_lo < c_hi; ++c_lo) {
+      const int l0 = start[c_lo], l1 = start[c_lo + 1];
+      if (h0 == h1 || l0 == l1) continue;
+      const double gap = grade_gap(c_hi - c_lo, inv_km1);
+      const double margin = pair_margin(p, gap), w = pair_weight(p, gap);
+      double block = 0.0;
+      for (int a = h0; a < h1; ++a) {  // the more severe side: its violating partners
+        const int j0 = l0 + int(first_violating_lo(&s[l0], l1 - l0, margin, s[a]));
+        if (j0 == l1) continue;
+        const ShiftedSums h = shifted_sums(margin - x[a], l1 - j0, suf1[j0], suf2[j0]);
+        block += h.sum_sq;
+        gs[a] -= cd * 2.0 * w * h.sum;
+      }
+      sum_dis += w * block;
+      for (int b = l0; b < l1; ++b) {  // the less severe side
+        const int cnt = int(violating_hi_count(&s[h0], h1 - h0, margin, s[b]));
+        if (cnt == 0) continue;
+        gs[b] += cd * 2.0 * w * (cnt * (margin + x[b]) - pre1[h0 + cnt - 1]);
       }
     }
   }
@@ -303,7 +408,10 @@ TaskLoss task_loss(const LossParams& p, const TaskSamples& ts, int K, int64_t ma
                    double hard_fraction, uint64_t seed, int task, double* g) {
   const int64_t n = ts.n();
   if (n < 2) return {};
-  if (max_pairs == -1 || n * (n - 1) / 2 <= max_pairs) return all_pairs_loss<F>(p, ts, K, g);
+  if (max_pairs == -1 || n * (n - 1) / 2 <= max_pairs) {
+    if (F == PairFn::SquaredHinge && n >= sorted_pairs_min_n()) return sorted_hinge_loss(p, ts, K, g);
+    return all_pairs_loss<F>(p, ts, K, g);
+  }
   const std::vector<Pair> kept = select_pairs(p, ts, K, max_pairs, hard_fraction, seed, task);
   return kept_pairs_loss<F>(p, ts, K, kept, g);
 }
