@@ -51,7 +51,8 @@ def test_metrics_match_scikit_learn():
 
 def test_fixed_thresholds_and_grades():
     np.testing.assert_allclose(fixed_thresholds(5, 10.0), [1.25, 3.75, 6.25, 8.75])
-    assert grades_from_scores([0.0, 1.25, 4.0, 10.0], fixed_thresholds(5)).tolist() == [0, 1, 2, 4]
+    # A score on a threshold stays below it: a grade counts the thresholds strictly below.
+    assert grades_from_scores([0.0, 1.25, 1.3, 4.0, 10.0], fixed_thresholds(5)).tolist() == [0, 0, 1, 2, 4]
 
 
 def test_flip_swaps_left_and_right_labels():

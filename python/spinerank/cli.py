@@ -4,12 +4,24 @@
     spinerank train --data DIR --out RUN [--preset tiny|paper] [--config FILE]
                     [--epochs-phase1 N] [--epochs-phase2 N] [--batch-size N]
                     [--device cpu|cuda] [--amp] [--max-pairs N] [--seed S] [--resume]
+                    [--method ce|corn|mae|ranknet|deeprank|spinerank] [--corn-class-weights]
+                    [--init-phase1 RUN/best_phase1.pt]
+    spinerank calibrate --run RUN [--no-tta] [--method grid|isotonic|youden|gmm] [--objective ...]
+    spinerank evaluate --run RUN [--no-tta] [--out DIR]
+    spinerank compare --data DIR --out DIR [--methods M ...] [--preset tiny|paper] [--no-tta]
+    spinerank predict --checkpoint RUN/best.pt [--tta] --out preds.csv FILES_OR_DIRS...
+    spinerank demo --out DIR [--all-methods] [--subjects N]
 """
 from __future__ import annotations
 
 import argparse
+import pathlib
 import signal
 import sys
+
+from .methods import METHOD_NAMES
+from .thresholds import METHODS as THRESHOLD_METHODS
+from .thresholds import OBJECTIVES
 
 
 def _synth(args) -> None:
@@ -41,13 +53,63 @@ def _train(args) -> None:
         config = config_lib.resolve(
             args.preset, args.config, data=args.data, out=args.out, epochs_phase1=args.epochs_phase1,
             epochs_phase2=args.epochs_phase2, batch_size=args.batch_size, device=args.device,
-            amp=args.amp or None, max_pairs=args.max_pairs, seed=args.seed, progress=not args.quiet)
+            amp=args.amp or None, max_pairs=args.max_pairs, seed=args.seed, progress=not args.quiet,
+            method=args.method, corn_class_weights=args.corn_class_weights or None, init_phase1=args.init_phase1)
     if not config.data:
         raise ValueError("--data DIR is required")
     result = Trainer(config).run(resume=args.resume)
     shown = {k: "-" if v is None else f"{v:.3f}" for k, v in result.items()}
     print(f"done: best mean validation balanced accuracy (phase 1) {shown['phase1']}, "
           f"QWK (phase 2) {shown['phase2']}; model in {config.out}/best.pt")
+
+
+def _calibrate(args) -> None:
+    from .calibrate import calibrate
+
+    result = calibrate(args.run, tta=args.tta, method=args.method, objective=args.objective, device=args.device,
+                       progress=not args.quiet)
+    print(f"wrote {args.run}/thresholds.json ({args.method}, {args.objective}, "
+          f"{'with' if args.tta else 'without'} TTA) in {result['seconds']:.1f} s")
+
+
+def _evaluate(args) -> None:
+    from .evaluate import evaluate
+
+    result = evaluate(args.run, tta=args.tta, out=args.out, device=args.device, progress=not args.quiet)
+    agg = result["aggregate"]
+    shown = ", ".join(f"{k} {agg[k]['mean']:.3f}" for k in ("balanced_accuracy", "qwk", "mae", "roc_auc")
+                      if agg[k]["mean"] == agg[k]["mean"])
+    where = args.out or f"{args.run}/{'eval' if args.tta else 'eval-no-tta'}"
+    print(f"{result['method']}: mean over tasks {shown}; report in {where}/report.md")
+
+
+def _compare(args) -> None:
+    from .compare import compare
+
+    summary = compare(args.data, args.out, methods=args.methods, preset=args.preset, config_file=args.config,
+                      tta=args.tta, device=args.device, progress=not args.quiet, seed=args.seed,
+                      epochs_phase1=args.epochs_phase1, epochs_phase2=args.epochs_phase2)
+    print((pathlib.Path(args.out) / "comparison.md").read_text())
+    print(f"compared {len(summary['methods'])} methods in {summary['seconds']:.0f} s; "
+          f"reports in {args.out}/<method>/eval/report.md")
+
+
+def _predict(args) -> None:
+    from .predict import predict
+
+    result = predict(args.checkpoint, args.inputs, args.out, tta=args.tta, device=args.device,
+                     progress=not args.quiet)
+    skipped = f"; skipped {len(result['skipped'])} unreadable file(s)" if result["skipped"] else ""
+    print(f"wrote {result['predicted']} prediction(s) to {args.out}{skipped}")
+    if not result["predicted"]:
+        raise ValueError("no volume could be read")
+
+
+def _demo(args) -> None:
+    from .demo import demo
+
+    demo(args.out, all_methods=args.all_methods, subjects=args.subjects, seed=args.seed,
+         progress=not args.quiet)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -65,9 +127,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true",
                    help="replace a synthetic cohort already in --out (never another dataset)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(run=_synth)
+    s.set_defaults(handler=_synth)
 
-    t = sub.add_parser("train", help="train SpineRankNet (both phases)")
+    t = sub.add_parser("train", help="train SpineRankNet (both phases) or a baseline (--method)")
     t.add_argument("--data", help="dataset folder (labels.csv, volumes/)")
     t.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, config.json)")
     t.add_argument("--preset", choices=["paper", "tiny"], default=None,
@@ -80,9 +142,67 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     t.add_argument("--max-pairs", type=int, help="mine at most this many pairs per task (default: all)")
     t.add_argument("--seed", type=int)
+    t.add_argument("--method", help="ce, corn, mae (phase 1 only), ranknet, deeprank or spinerank (default; "
+                   "both phases): the baselines of SPEC §7 on the same encoder and protocol")
+    t.add_argument("--corn-class-weights", action="store_true",
+                   help="corn: weight each disc's loss terms by the inverse frequency of its grade")
+    t.add_argument("--init-phase1", metavar="CHECKPOINT",
+                   help="skip phase 1: train phase 2 from this phase-1 model (e.g. RUN/best_phase1.pt of a ce run)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
-    t.set_defaults(run=_train)
+    t.set_defaults(handler=_train)
+
+    def tta_flag(command, default):
+        command.add_argument("--tta", action=argparse.BooleanOptionalAction, default=default,
+                             help=f"score every volume on the test-time views and average them (default: {default})")
+
+    c = sub.add_parser("calibrate", help="fit per-task grade thresholds on the validation split")
+    c.add_argument("--run", required=True, help="run folder (best.pt)")
+    tta_flag(c, True)
+    c.add_argument("--method", choices=list(THRESHOLD_METHODS), default="grid")
+    c.add_argument("--objective", choices=list(OBJECTIVES), default="composite")
+    c.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(handler=_calibrate)
+
+    e = sub.add_parser("evaluate", help="metrics, predictions and a report on the test split")
+    e.add_argument("--run", required=True, help="run folder (best.pt)")
+    tta_flag(e, True)
+    e.add_argument("--out", help="report folder (default RUN/eval, or RUN/eval-no-tta)")
+    e.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(handler=_evaluate)
+
+    m = sub.add_parser("compare", help="train, calibrate and evaluate several methods; a Table-1 comparison")
+    m.add_argument("--data", required=True)
+    m.add_argument("--out", required=True)
+    m.add_argument("--methods", nargs="+", choices=list(METHOD_NAMES), default=["ce", "spinerank"])
+    m.add_argument("--preset", choices=["paper", "tiny"], default=None)
+    m.add_argument("--config", help="YAML or JSON file of TrainConfig settings for every method")
+    m.add_argument("--epochs-phase1", type=int)
+    m.add_argument("--epochs-phase2", type=int)
+    m.add_argument("--seed", type=int)
+    tta_flag(m, True)
+    m.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    m.add_argument("--quiet", action="store_true")
+    m.set_defaults(handler=_compare)
+
+    r = sub.add_parser("predict", help="scores and grades of new volumes (.nii, .nii.gz, .npy)")
+    r.add_argument("--checkpoint", required=True, help="RUN/best.pt (its RUN/thresholds.json grades the scores)")
+    tta_flag(r, False)
+    r.add_argument("--out", required=True, help="CSV to write")
+    r.add_argument("inputs", nargs="+", help="volume files or folders")
+    r.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(handler=_predict)
+
+    d = sub.add_parser("demo", help="synthesise a cohort, compare CE and SpineRankNet on it, write the reports")
+    d.add_argument("--out", required=True)
+    d.add_argument("--all-methods", action="store_true", help="compare all six methods")
+    d.add_argument("--subjects", type=int, default=200)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(handler=_demo)
     return p
 
 
@@ -94,7 +214,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)  # `kill` stops as cleanly as Ctrl-C
     try:
-        args.run(args)
+        args.handler(args)
     except KeyboardInterrupt:
         print("\nspinerank: interrupted. Checkpoints are intact; continue with --resume.", file=sys.stderr)
         return 130

@@ -12,6 +12,8 @@ import json
 import pathlib
 from typing import Any
 
+from . import methods
+from .methods import METHOD_NAMES
 from .tasks import TaskTable
 
 
@@ -31,7 +33,9 @@ class TrainConfig:
     dropout: float = 0.3
     score_scale: float = 10.0
     # training (SPEC §7)
-    method: str = "spinerank"
+    method: str = "spinerank"  # one of methods.METHOD_NAMES
+    corn_class_weights: bool = False  # corn: weight each sample's terms by its class's inverse frequency
+    init_phase1: str | None = None  # a phase-1 checkpoint: skip phase 1, train phase 2 from it
     batch_size: int = 32
     epochs_phase1: int = 300
     epochs_phase2: int = 200
@@ -51,6 +55,10 @@ class TrainConfig:
     aug_shift_w: int = 32
     aug_scale: tuple[float, float] = (0.9, 1.1)
     aug_rotate_deg: float = 15.0
+    # test-time augmentation (SPEC §4): the view grid, 2 flips x h x w x d shifts
+    tta_shifts_h: tuple[int, ...] = (-16, 0, 16)
+    tta_shifts_w: tuple[int, ...] = (-16, 0, 16)
+    tta_shifts_d: tuple[int, ...] = (-1, 0, 1)
     # run
     seed: int = 0
     device: str = "cpu"
@@ -59,7 +67,7 @@ class TrainConfig:
     preset: str = "paper"
 
     def __post_init__(self):
-        for name in ("volume_shape", "input_shape", "aug_scale"):
+        for name in ("volume_shape", "input_shape", "aug_scale", "tta_shifts_h", "tta_shifts_w", "tta_shifts_d"):
             value = getattr(self, name)
             if isinstance(value, list):
                 setattr(self, name, tuple(value))
@@ -84,10 +92,16 @@ class TrainConfig:
         if self.rank_on not in ("logits", "embedding"):
             raise ValueError(f"config: rank_on must be 'logits' or 'embedding', got {self.rank_on!r}")
         if self.method not in METHODS:
-            raise ValueError(f"config: method must be one of {sorted(METHODS)}, got {self.method!r}")
+            raise ValueError(f"config: method must be one of {', '.join(METHOD_NAMES)}, got {self.method!r}")
+        if self.init_phase1 is not None:
+            if not methods.get(self.method).ranking:
+                raise ValueError(f"config: init_phase1 starts phase 2, which method {self.method!r} does not "
+                                 "have; use it with ranknet, deeprank or spinerank")
+            if self.epochs_phase2 < 1:
+                raise ValueError("config: init_phase1 needs epochs_phase2 >= 1 (it skips phase 1)")
         if self.max_pairs is not None and self.max_pairs < 1:
             raise ValueError(f"config: max_pairs must be None or >= 1, got {self.max_pairs!r}")
-        if self.epochs_phase1 < 1:
+        if self.epochs_phase1 < 1 and self.init_phase1 is None:
             raise ValueError("config: epochs_phase1 must be >= 1 (phase 2 starts from the phase-1 model)")
         TaskTable.from_config(self.tasks)
 
@@ -99,8 +113,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-#: The methods train knows; more (baselines) arrive with the evaluation issue.
-METHODS = {"spinerank"}
+#: The methods train knows (SPEC §7; see methods.py).
+METHODS = set(METHOD_NAMES)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's protocol and model (SPEC §6-7): the dataclass defaults.
@@ -109,7 +123,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # on the synthetic cohort (shape 48 x 80 x 10) in about 2 minutes on 2 cores.
     "tiny": dict(width=16, volume_shape=(10, 48, 80), input_shape=(8, 40, 64), batch_size=16,
                  epochs_phase1=12, epochs_phase2=12, patience=5, min_epochs=5, aug_shift_h=3,
-                 aug_shift_w=6, aug_slice_shift=1),
+                 aug_shift_w=6, aug_slice_shift=1, tta_shifts_h=(-4, 0, 4), tta_shifts_w=(-8, 0, 8)),
 }
 
 

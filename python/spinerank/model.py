@@ -8,6 +8,8 @@ from torch import nn
 
 from spinerank_ext import soft_clamp
 
+from . import methods
+
 
 class BasicBlock3d(nn.Module):
     def __init__(self, in_channels: int, channels: int, stride: tuple[int, int, int]):
@@ -63,19 +65,22 @@ class RankHead(nn.Module):
 
 
 class SpineRankNet(nn.Module):
-    """Returns ``{"logits": [(B, K_t)] per task, "scores": (B, T), "embedding": (B, C)}``."""
+    """Returns ``{"logits": [(B, head size)] per task, "scores": (B, T), "embedding": (B, C)}``;
+    the head size is K_t (K_t - 1 for CORN, see ``methods``)."""
 
     def __init__(self, num_grades: list[int], width: int = 64, rank_on: str = "logits",
-                 dropout: float = 0.3, scale: float = 10.0):
+                 dropout: float = 0.3, scale: float = 10.0, head_sizes: list[int] | None = None):
         super().__init__()
         if rank_on not in ("logits", "embedding"):
             raise ValueError(f"rank_on must be 'logits' or 'embedding', got {rank_on!r}")
         self.encoder = Encoder3d(width)
         z = self.encoder.out_channels
         self.rank_on = rank_on
-        self.cls_heads = nn.ModuleList(nn.Linear(z, k) for k in num_grades)
+        # A method's classification head may not output K logits (CORN: K - 1).
+        head_sizes = list(num_grades) if head_sizes is None else list(head_sizes)
+        self.cls_heads = nn.ModuleList(nn.Linear(z, k) for k in head_sizes)
         self.rank_heads = nn.ModuleList(RankHead(k if rank_on == "logits" else z, dropout, scale)
-                                        for k in num_grades)
+                                        for k in head_sizes)
 
     def forward(self, x):
         if x.dim() != 5 or x.shape[1] != 1:
@@ -96,5 +101,6 @@ class SpineRankNet(nn.Module):
 
 
 def build_model(config, num_grades: list[int]) -> SpineRankNet:
+    method = methods.get(config.method)
     return SpineRankNet(num_grades, width=config.width, rank_on=config.rank_on, dropout=config.dropout,
-                        scale=config.score_scale)
+                        scale=config.score_scale, head_sizes=[method.head_size(k) for k in num_grades])

@@ -1,11 +1,13 @@
 """Two-phase training (SPEC §7).
 
-Phase 1 trains the encoder and the classification heads with inverse-frequency
-weighted cross-entropy and keeps the epoch of best mean validation balanced
-accuracy. Phase 2 starts from that model and trains the ranking heads with the
-fused pairwise ranking loss (lr 1e-3) while the encoder and classification heads
-fine-tune (lr 1e-4), keeping the epoch of best mean validation QWK with the
-fixed thresholds (c + 0.5) * S / (K - 1).
+Phase 1 trains the encoder and the classification heads with the method's loss
+(inverse-frequency weighted cross-entropy; CORN or MAE_l for those baselines,
+see ``methods``) and keeps the epoch of best mean validation balanced accuracy
+of the heads' grades. Only the ranking methods have a phase 2: it starts from
+that model (or from another run's, ``init_phase1``) and trains the ranking
+heads with the fused pairwise ranking loss (lr 1e-3) while the encoder and
+classification heads fine-tune (lr 1e-4), keeping the epoch of best mean
+validation QWK with the fixed thresholds (c + 0.5) * S / (K - 1).
 
 Run folder: ``config.json`` (resolved), ``metrics.jsonl`` (one line per epoch),
 ``last.pt`` (everything needed to resume: model, optimizer, scheduler,
@@ -19,19 +21,21 @@ import dataclasses
 import json
 import math
 import pathlib
+import shutil
 import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import spinerank_ext
 
 from . import config as config_lib
+from . import methods
 from .augmentation import TrainAugment, centre_crop, swap_flipped
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint
 from .data import DiscDataset, class_weights, load_or_make_splits, read_labels, split_rows
+from .methods import weighted_cross_entropy  # noqa: F401 (its home before methods.py)
 from .metrics import balanced_accuracy, fixed_thresholds, grades_from_scores, quadratic_weighted_kappa
 from .model import build_model
 
@@ -41,19 +45,6 @@ CHECKPOINT_VERSION = 1
 def _seed(*parts: int) -> int:
     """A 63-bit seed from several ints (run seed, phase, epoch, stream)."""
     return int(np.random.SeedSequence(list(parts)).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-def weighted_cross_entropy(logits: list[torch.Tensor], grades: torch.Tensor, weights: list[torch.Tensor]):
-    """Mean over tasks with labels in the batch of each task's class-weighted CE
-    (normalised by the summed weights of its labelled samples, as torch does)."""
-    losses = []
-    for t, (lt, wt) in enumerate(zip(logits, weights)):
-        y = grades[:, t]
-        if (y >= 0).any() and wt[y[y >= 0]].sum() > 0:
-            losses.append(F.cross_entropy(lt.float(), y, weight=wt, ignore_index=-1))
-    if not losses:
-        return logits[0].sum() * 0.0
-    return torch.stack(losses).mean()
 
 
 def _json_safe(value):
@@ -94,12 +85,13 @@ class Trainer:
         self.val_set = DiscDataset(config.data, self.rows["val"], self.tasks, config.volume_shape, mode="eval")
         self.weights = [w.to(self.device) for w in class_weights(self.rows["train"], self.tasks)]
         torch.manual_seed(_seed(config.seed, 0))
+        self.method = methods.for_config(config)
         self.model = build_model(config, self.tasks.num_grades).to(self.device)
         self.augment = TrainAugment(config)
         self.swap = torch.tensor(self.tasks.swap_permutation(), device=self.device)
         self.rank_loss = spinerank_ext.PairwiseRankLoss(
             self.tasks.num_grades, scale=config.score_scale, max_pairs=config.max_pairs,
-            hard_fraction=config.hard_fraction, generator=config.seed).to(self.device)
+            hard_fraction=config.hard_fraction, generator=config.seed, **self.method.loss_options()).to(self.device)
         self.history: list[dict] = []
 
     # -- optimisation ---------------------------------------------------------
@@ -119,7 +111,7 @@ class Trainer:
 
     def _loss(self, phase: int, out: dict, grades: torch.Tensor):
         if phase == 1:
-            return weighted_cross_entropy(out["logits"], grades, self.weights)
+            return self.method.phase1_loss(out["logits"], grades, self.weights)
         return self.rank_loss(out["scores"].float(), grades)
 
     def _train_epoch(self, phase: int, epoch: int, optimizer) -> float:
@@ -156,32 +148,38 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, dataset) -> dict:
-        """Per-task balanced accuracy (argmax of the logits) and QWK (scores with
-        the fixed thresholds) on a dataset in eval mode."""
+        """Per-task balanced accuracy and QWK of the classification heads' grades
+        (the method's read-out) and, for ranking methods, QWK of the scores with
+        the fixed thresholds, on a dataset in eval mode."""
         c = self.config
         self.model.eval()
         loader = torch.utils.data.DataLoader(dataset, batch_size=c.batch_size, num_workers=c.num_workers)
         preds, scores, grades = [], [], []
         for volumes, y in tqdm(loader, desc="validation", leave=False, disable=not c.progress):
             out = self.model(centre_crop(volumes.to(self.device), c.input_shape))
-            preds.append(torch.stack([lt.argmax(1) for lt in out["logits"]], 1).cpu())
+            m = self.method
+            preds.append(torch.stack([m.grade_from_probs(m.class_probs(lt)) for lt in out["logits"]], 1).cpu())
             scores.append(out["scores"].float().cpu())
             grades.append(y)
         preds, scores, grades = torch.cat(preds).numpy(), torch.cat(scores).numpy(), torch.cat(grades).numpy()
-        ba, qwk = [], []
+        ba, class_qwk, qwk = [], [], []
         for t, k in enumerate(self.tasks.num_grades):
             keep = grades[:, t] >= 0
             ba.append(balanced_accuracy(grades[keep, t], preds[keep, t]))
+            class_qwk.append(quadratic_weighted_kappa(grades[keep, t], preds[keep, t], k))
             qwk.append(quadratic_weighted_kappa(
                 grades[keep, t], grades_from_scores(scores[keep, t], fixed_thresholds(k, c.score_scale)), k))
-        return {"balanced_accuracy": ba, "qwk": qwk,
-                "mean_balanced_accuracy": float(np.nanmean(ba)), "mean_qwk": float(np.nanmean(qwk))}
+        result = {"balanced_accuracy": ba, "class_qwk": class_qwk, "mean_balanced_accuracy": float(np.nanmean(ba)),
+                  "mean_class_qwk": float(np.nanmean(class_qwk))}
+        if self.method.ranking:  # the other methods never train their ranking heads
+            result.update(qwk=qwk, mean_qwk=float(np.nanmean(qwk)))
+        return result
 
     # -- checkpoints ----------------------------------------------------------
 
     def _state(self, phase: PhaseState, optimizer, scheduler) -> dict:
         return {"version": CHECKPOINT_VERSION, "config": self.config.to_dict(), "tasks": self.tasks.to_config(),
-                "phase": dataclasses.asdict(phase), "model": self.model.state_dict(),
+                "method": self.config.method, "phase": dataclasses.asdict(phase), "model": self.model.state_dict(),
                 "optimizer": None if optimizer is None else optimizer.state_dict(),
                 "scheduler": None if scheduler is None else scheduler.state_dict(),
                 "rank_loss": self.rank_loss.state_dict(), "rng": torch.get_rng_state(),
@@ -189,7 +187,8 @@ class Trainer:
 
     def _save_model(self, name: str, phase: PhaseState, metric: float) -> None:
         save_checkpoint(self.out / name, {"version": CHECKPOINT_VERSION, "config": self.config.to_dict(),
-                                          "tasks": self.tasks.to_config(), "model": self.model.state_dict(),
+                                          "tasks": self.tasks.to_config(), "method": self.config.method,
+                                          "model": self.model.state_dict(),
                                           "phase": phase.phase, "epoch": phase.epoch, "metric": metric})
 
     def _write_metrics(self) -> None:
@@ -221,8 +220,12 @@ class Trainer:
         elif last.exists():
             raise FileExistsError(f"{self.out} already holds a run (last.pt): continue it with --resume, "
                                   "or choose another --out")
+        elif c.init_phase1 is not None:
+            state = self._init_phase1()
         config_lib.save(c, self.out / "config.json")
         self._write_metrics()
+        if c.init_phase1 is not None and not resume:  # --resume works from the first epoch on
+            save_checkpoint(last, self._state(state, None, None))
         epochs_run = 0
         while not state.done:
             max_epochs = c.epochs_phase1 if state.phase == 1 else c.epochs_phase2
@@ -262,9 +265,46 @@ class Trainer:
                                   if h["phase"] == p and h["selection_metric"] is not None), default=None)
                 for p in (1, 2)}
 
+    def _init_phase1(self) -> PhaseState:
+        """Starts phase 2 from another run's phase-1 checkpoint (``init_phase1``),
+        copied as this run's best_phase1.pt once it is known to fit this model."""
+        source = pathlib.Path(self.config.init_phase1)
+        ckpt = load_checkpoint(source)
+        saved = ckpt.get("config") if isinstance(ckpt, dict) else None
+        if saved is None or "model" not in ckpt or "tasks" not in ckpt:
+            raise ValueError(f"init_phase1: {source} is not a spinerank model checkpoint")
+        if ckpt.get("phase") != 1:
+            raise ValueError(f"init_phase1: {source} holds a phase-{ckpt.get('phase')} model; give a phase-1 "
+                             "checkpoint (best_phase1.pt, or best.pt of a ce run)")
+        if ckpt["tasks"] != self.tasks.to_config():
+            raise ValueError(f"init_phase1: the task table of {source} differs from this run's")
+        c = self.config
+        source_method = methods.get(saved.get("method", "spinerank"))
+        heads = [source_method.head_size(k) for k in self.tasks.num_grades]
+        if heads != [self.method.head_size(k) for k in self.tasks.num_grades]:
+            raise ValueError(f"init_phase1: {source} was trained with method {source_method.name!r}, whose "
+                             f"classification heads ({heads} outputs) do not fit method {c.method!r}")
+        # Another encoder would not load; other data or splits would leak validation discs into training.
+        for name in ("width", "rank_on", "input_shape", "split_seed", "data"):
+            mine, theirs = getattr(c, name), saved.get(name)
+            if name == "data":
+                mine, theirs = pathlib.Path(mine).resolve(), pathlib.Path(theirs or "").resolve()
+            elif isinstance(mine, tuple):
+                theirs = tuple(theirs or ())
+            if mine != theirs:
+                raise ValueError(f"init_phase1: {source} has {name} {theirs}, this run {mine}; "
+                                 "they must match")
+        self.model.load_state_dict(ckpt["model"])
+        def copy(f):
+            with open(source, "rb") as src:
+                shutil.copyfileobj(src, f)
+
+        atomic_write(self.out / "best_phase1.pt", copy)
+        return PhaseState(phase=2)
+
     def _end_phase(self, state: PhaseState):
         """Phase 1 -> phase 2 from the best phase-1 model; phase 2 -> done."""
-        if state.phase == 1 and self.config.epochs_phase2 > 0:
+        if state.phase == 1 and self.config.epochs_phase2 > 0 and self.method.ranking:
             self.model.load_state_dict(load_checkpoint(self.out / "best_phase1.pt")["model"])
             return PhaseState(phase=2), None, None
         if state.phase == 1:  # no phase 2: the phase-1 model is the result

@@ -1,0 +1,115 @@
+"""The methods of SPEC §7 compared under one protocol (the paper's Table 1).
+
+Each method trains in ``OUT/<method>``. The ranking methods (RankNet,
+DeepRankSVM, SpineRankNet) share their first phase: the weighted-CE phase 1 of
+the ``ce`` run, from whose ``best_phase1.pt`` each starts phase 2. Every run is
+then calibrated (ranking methods) and evaluated on the test split, and
+``comparison.md`` / ``comparison.json`` (method -> metric -> {mean, std} over
+tasks) are written. A run that finished is reused and an interrupted one resumes,
+so running compare again after a failure loses nothing.
+"""
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import time
+
+from . import config as config_lib
+from . import methods as methods_lib
+from .checkpoint import atomic_write_text
+
+#: (key in metrics.json's aggregate, column title, larger is better)
+COLUMNS = (("balanced_accuracy", "BA", True), ("roc_auc", "ROC-AUC", True), ("qwk", "QWK", True),
+           ("mae", "MAE", False), ("mcc", "MCC", True), ("latent_spearman", "latent Spearman", True))
+DONE_FILE = "trained.json"
+
+
+def _train(run: pathlib.Path, config: config_lib.TrainConfig, progress: bool) -> None:
+    """Trains into ``run`` unless it finished before; resumes an interrupted run."""
+    from .train import Trainer
+
+    if (run / DONE_FILE).exists():
+        if progress:
+            print(f"{run}: trained before, reusing it", flush=True)
+        return
+    resume = (run / "last.pt").exists()
+    if resume:
+        config = config_lib.TrainConfig(**{**config_lib.load_file(run / "config.json"),
+                                           "progress": progress, "device": config.device})
+    if progress:
+        print(f"== training {config.method} in {run}{' (resuming)' if resume else ''}", flush=True)
+    result = Trainer(config).run(resume=resume)
+    atomic_write_text(run / DONE_FILE, json.dumps(result) + "\n")
+
+
+def compare(data: str, out: str, methods=("ce", "spinerank"), preset: str | None = None,
+            config_file: str | None = None, tta: bool = True, device: str = "cpu", progress: bool = True,
+            **overrides) -> dict:
+    """Trains, calibrates and evaluates each method; returns comparison.json's content."""
+    from .evaluate import evaluate
+
+    started = time.perf_counter()
+    methods = list(dict.fromkeys(methods))
+    for name in methods:
+        methods_lib.get(name)  # fails early on an unknown name
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ranking = [m for m in methods if methods_lib.get(m).ranking]
+    # The ranking methods start phase 2 from the CE run's phase 1, trained even if CE is not compared.
+    to_train = (["ce"] if ranking and "ce" not in methods else []) + methods
+    for name in sorted(to_train, key=lambda m: m != "ce"):
+        settings = dict(overrides, data=data, out=str(out / name), method=name, device=device, progress=progress)
+        if name in ranking:
+            settings["init_phase1"] = str(out / "ce" / "best_phase1.pt")
+        _train(out / name, config_lib.resolve(preset, config_file, **settings), progress)
+
+    results = {}
+    for name in methods:
+        if progress:
+            print(f"== evaluating {name}", flush=True)
+        results[name] = evaluate(out / name, tta=tta, device=device, progress=progress)
+    table = {name: {key: {"mean": r["aggregate"][key]["mean"], "std": r["aggregate"][key]["std"]}
+                    for key, _, _ in COLUMNS if key in r["aggregate"]}
+             for name, r in results.items()}
+    summary = {"data": str(data), "tta": tta, "methods": table,
+               "volumes": next(iter(results.values()))["volumes"] if results else 0,
+               "seconds": round(time.perf_counter() - started, 1)}
+    atomic_write_text(out / "comparison.json", json.dumps(_finite(summary), indent=2) + "\n")
+    atomic_write_text(out / "comparison.md", comparison_markdown(summary))
+    return summary
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def comparison_markdown(summary: dict) -> str:
+    """Table 1 layout: mean ± std over tasks; the best mean of each column in bold."""
+    methods = summary["methods"]
+    columns = [c for c in COLUMNS if any(c[0] in m for m in methods.values())]
+    best = {}
+    for key, _, larger in columns:
+        values = [m[key]["mean"] for m in methods.values() if key in m and m[key]["mean"] is not None
+                  and math.isfinite(m[key]["mean"])]
+        if values:
+            best[key] = max(values) if larger else min(values)
+
+    def cell(m, key):
+        if key not in m or m[key]["mean"] is None or not math.isfinite(m[key]["mean"]):
+            return "–"
+        text = f"{m[key]['mean']:.3f} ± {m[key]['std']:.3f}"
+        return f"**{text}**" if m[key]["mean"] == best.get(key) else text
+
+    lines = ["| method | " + " | ".join(title + (" ↑" if larger else " ↓") for _, title, larger in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for name, m in methods.items():
+        lines.append(f"| {name} | " + " | ".join(cell(m, key) for key, _, _ in columns) + " |")
+    tta = "with TTA" if summary["tta"] else "without TTA"
+    return (f"# Comparison on {summary['data']}\n\nTest split ({summary['volumes']} volumes), {tta}; "
+            "mean ± std over tasks. Ranking methods are graded with thresholds calibrated on the "
+            "validation split; classifiers by their own rule.\n\n" + "\n".join(lines) + "\n")

@@ -1,0 +1,142 @@
+"""A trained model on the test split (SPEC §9): metrics, predictions and a report.
+
+Grades come from the calibrated thresholds for the ranking methods (calibrated
+first, with the same TTA setting, when ``RUN/thresholds.json`` is missing or was
+fitted the other way) and from the classifier's own rule otherwise. On a
+synthetic cohort (``latent.csv`` beside ``labels.csv``) the scores are also
+compared with the hidden severities.
+
+Writes into ``--out`` (default ``RUN/eval`` or ``RUN/eval-no-tta``):
+``metrics.json``, ``predictions.csv``, ``report.md`` and its PNG plots.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import pathlib
+import time
+
+import numpy as np
+
+from . import calibrate as calibrate_lib
+from . import metrics as metrics_lib
+from .checkpoint import atomic_write_text
+from .inference import Predictions, Predictor
+
+
+def read_latent(data_dir: str | pathlib.Path, task_names: list[str]) -> dict[str, np.ndarray] | None:
+    """ivd_id -> hidden severity per task (nan where missing), or None without latent.csv."""
+    path = pathlib.Path(data_dir) / "latent.csv"
+    if not path.exists():
+        return None
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if "ivd_id" not in (reader.fieldnames or []):
+            raise ValueError(f"{path}: needs an ivd_id column")
+        return {r["ivd_id"]: np.array([float(r[n]) if r.get(n) not in (None, "") else np.nan for n in task_names])
+                for r in reader}
+
+
+def borderline(scores: np.ndarray, std: np.ndarray, thresholds: list[np.ndarray]) -> np.ndarray:
+    """(N, T) bool: a threshold lies within one TTA standard deviation of the score."""
+    out = np.zeros(scores.shape, dtype=bool)
+    for t, tau in enumerate(thresholds):
+        if len(tau):
+            gap = np.abs(scores[:, t, None] - np.asarray(tau)[None, :]).min(1)
+            out[:, t] = gap <= std[:, t]
+    return out
+
+
+def _json(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json(v) for v in value]
+    return value
+
+
+def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path | None = None,
+             device: str = "cpu", progress: bool = True, report: bool = True) -> dict:
+    """Evaluates RUN/best.pt on the test split; returns the content of metrics.json."""
+    run = pathlib.Path(run)
+    started = time.perf_counter()
+    predictor = Predictor(run / "best.pt", device=device)
+    tasks = predictor.tasks
+    out = pathlib.Path(out) if out else run / ("eval" if tta else "eval-no-tta")
+    out.mkdir(parents=True, exist_ok=True)
+
+    if predictor.method.ranking:
+        saved = calibrate_lib.load_thresholds(run, tasks.names)
+        if saved is None or saved["tta"] != tta:
+            if progress:
+                print(f"calibrating thresholds on the validation split ({'with' if tta else 'without'} TTA)",
+                      flush=True)
+            calibrate_lib.calibrate(run, tta=tta, predictor=predictor, progress=progress)
+            saved = calibrate_lib.load_thresholds(run, tasks.names)
+        thresholds = saved["arrays"]
+    else:  # the grade boundaries of the expected-grade score, for the borderline flag and the plots
+        thresholds = [metrics_lib.fixed_thresholds(k, predictor.scale) for k in tasks.num_grades]
+
+    test = calibrate_lib.split_dataset(predictor, "test")
+    predictions, grades = predictor.predict_dataset(test, tta, progress=progress, desc="test scores")
+    predicted = predictor.grades(predictions, thresholds if predictor.method.ranking else None)
+    rows = [item[0] for item in test.items]
+    latent = read_latent(predictor.config.data, tasks.names)
+
+    per_task = {}
+    for t, (name, K) in enumerate(zip(tasks.names, tasks.num_grades)):
+        keep = grades[:, t] >= 0
+        m = metrics_lib.task_metrics(grades[keep, t], predicted[keep, t], predictions.scores[keep, t],
+                                     predictions.probs[t][keep], K)
+        if latent is not None:
+            hidden = np.array([latent[r.ivd_id][t] if r.ivd_id in latent else np.nan for r in rows])
+            ok = keep & np.isfinite(hidden)
+            m["latent_spearman"] = metrics_lib.latent_spearman(predictions.scores[ok, t], hidden[ok], grades[ok, t])
+        per_task[name] = m
+    aggregate = metrics_lib.aggregate(per_task)
+    if latent is not None:
+        aggregate["latent_spearman"] = metrics_lib.aggregate(
+            {n: {"v": m["latent_spearman"]["overall"]} for n, m in per_task.items()}, names=("v",))["v"]
+        within = [v for m in per_task.values() for k, v in m["latent_spearman"].items()
+                  if k != "overall" and math.isfinite(v)]
+        aggregate["latent_spearman_within_grade"] = {"mean": float(np.mean(within)) if within else float("nan"),
+                                                     "std": float(np.std(within)) if within else float("nan"),
+                                                     "tasks": len(per_task)}
+    result = {"method": predictor.method.name, "run": str(run), "tta": bool(tta),
+              "views": int(predictor.view_flipped.numel()) if tta else 1, "split": "test",
+              "volumes": int(len(rows)), "aggregate": aggregate, "tasks": per_task,
+              "thresholds": {n: [float(v) for v in tau] for n, tau in zip(tasks.names, thresholds)},
+              "grading": "calibrated thresholds" if predictor.method.ranking else "classifier"}
+    flags = borderline(predictions.scores, predictions.std, thresholds)
+    atomic_write_text(out / "predictions.csv", predictions_csv(rows, tasks.names, grades, predictions, predicted, flags))
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    atomic_write_text(out / "metrics.json", json.dumps(_json(result), indent=2) + "\n")
+    if report:
+        from .report import write_report
+
+        write_report(out, result, run=run, dataset=test, predictions=predictions, grades=grades,
+                     predicted=predicted, thresholds=thresholds, tasks=tasks, scale=predictor.scale)
+    return result
+
+
+def predictions_csv(rows, task_names, grades, predictions: Predictions, predicted, flags) -> str:
+    """One line per volume: its ids, then per task the true grade (empty if
+    missing), score, predicted grade, TTA std and borderline flag."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["ivd_id", "subject_id", "level", "sequence"]
+    for name in task_names:
+        header += [f"{name}_true", f"{name}_score", f"{name}_grade", f"{name}_std", f"{name}_borderline"]
+    writer.writerow(header)
+    for i, row in enumerate(rows):
+        line = [row.ivd_id, row.subject_id, row.level, row.sequence]
+        for t in range(len(task_names)):
+            line += ["" if grades is None or grades[i, t] < 0 else int(grades[i, t]),
+                     f"{predictions.scores[i, t]:.4f}", int(predicted[i, t]), f"{predictions.std[i, t]:.4f}",
+                     int(flags[i, t])]
+        writer.writerow(line)
+    return buffer.getvalue()

@@ -1,0 +1,175 @@
+"""The training methods compared in the paper (SPEC §7), all on the same encoder
+and protocol: what the classification heads output, their phase-1 loss, how
+class probabilities and grades are read from them, and, for the ranking
+methods, the options of the phase-2 pairwise loss.
+
+- ``ce``: inverse-frequency weighted cross-entropy; grade = argmax.
+- ``corn``: CORN (Shi et al., 2021), K-1 conditional binary logits per task.
+- ``mae``: MAE_l, |E[grade] - y| with E over the softmax, class-weighted.
+- ``ranknet``, ``deeprank``, ``spinerank``: weighted CE in phase 1, then the
+  ranking heads trained with ``PairwiseRankLoss`` (RankNet, DeepRankSVM and
+  SpineRank options of SPEC §3); their grades come from score thresholds.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+METHOD_NAMES = ("ce", "corn", "mae", "ranknet", "deeprank", "spinerank")
+
+
+def _task_mean(per_task: list[torch.Tensor], logits: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over the tasks that contributed; a batch without any label gives a
+    zero that still depends on the logits (backward works, gradient 0)."""
+    if not per_task:
+        return logits[0].sum() * 0.0
+    return torch.stack(per_task).mean()
+
+
+def weighted_cross_entropy(logits: list[torch.Tensor], grades: torch.Tensor, weights: list[torch.Tensor]):
+    """Mean over tasks with labels in the batch of each task's class-weighted CE
+    (normalised by the summed weights of its labelled samples, as torch does)."""
+    losses = []
+    for t, (lt, wt) in enumerate(zip(logits, weights)):
+        y = grades[:, t]
+        if (y >= 0).any() and wt[y[y >= 0]].sum() > 0:
+            losses.append(F.cross_entropy(lt.float(), y, weight=wt, ignore_index=-1))
+    return _task_mean(losses, logits)
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """Weighted cross-entropy on K logits per task (``ce`` and, in phase 1, the
+    ranking methods); subclasses change the head, loss and read-out."""
+
+    name: str
+    ranking: bool = False
+    #: PairwiseRankLoss keyword overrides of a ranking method (phase 2)
+    rank_options: tuple[tuple[str, object], ...] = ()
+
+    def head_size(self, k: int) -> int:
+        return k
+
+    def phase1_loss(self, logits: list[torch.Tensor], grades: torch.Tensor, weights: list[torch.Tensor]):
+        return weighted_cross_entropy(logits, grades, weights)
+
+    def loss_options(self) -> dict:
+        return dict(self.rank_options)
+
+    def class_probs(self, logits_t: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits_t.float(), dim=1)
+
+    def grade_from_probs(self, probs_t: torch.Tensor) -> torch.Tensor:
+        return probs_t.argmax(dim=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Corn(Method):
+    """CORN: logit k models P(y > k | y >= k). Task t's loss is the binary
+    cross-entropy of logit k against 1[y > k] over the samples with y >= k
+    (all samples for k = 0), summed over k and divided by the summed subset
+    sizes. With ``class_weighted`` every term of a sample is weighted by its
+    true class's inverse-frequency weight w_y (the weights of the CE loss) and
+    the sum is divided by the summed weights of the terms instead, so that
+    without weights (all 1) it is the published loss."""
+
+    class_weighted: bool = False
+
+    def head_size(self, k: int) -> int:
+        return k - 1
+
+    def phase1_loss(self, logits, grades, weights):
+        losses = []
+        for t, (lt, wt) in enumerate(zip(logits, weights)):
+            y = grades[:, t]
+            keep = y >= 0
+            lt, y = lt[keep].float(), y[keep]
+            levels = torch.arange(lt.shape[1], device=lt.device)
+            in_subset = (y[:, None] >= levels).float()  # (N, K-1): sample i conditions on y >= k
+            target = (y[:, None] > levels).float()
+            terms = F.binary_cross_entropy_with_logits(lt, target, reduction="none")
+            w = in_subset * (wt[y][:, None].float() if self.class_weighted else 1.0)
+            if w.sum() > 0:
+                losses.append((w * terms).sum() / w.sum())
+        return _task_mean(losses, logits)
+
+    @staticmethod
+    def cumulative(logits_t: torch.Tensor) -> torch.Tensor:
+        """(N, K-1): P(y > k) = prod_{j <= k} sigmoid(logit_j), summed in log space."""
+        return torch.exp(torch.cumsum(F.logsigmoid(logits_t.float()), dim=1))
+
+    def class_probs(self, logits_t):
+        cum = self.cumulative(logits_t)
+        ones = torch.ones_like(cum[:, :1])
+        # p_k = P(y > k-1) - P(y > k), with P(y > -1) = 1 and P(y > K-1) = 0.
+        upper = torch.cat([ones, cum], dim=1)
+        lower = torch.cat([cum, torch.zeros_like(ones)], dim=1)
+        return upper - lower
+
+    def grade_from_probs(self, probs_t):
+        # P(y > k) = sum_{j > k} p_j recovers the cumulative probabilities (also of
+        # probabilities averaged over TTA views); the grade counts those above 0.5.
+        above = probs_t.flip(1).cumsum(1).flip(1)[:, 1:]
+        return (above > 0.5).sum(dim=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeanAbsoluteError(Method):
+    """MAE_l: |E[grade] - y| with E[grade] = sum_k k * softmax(logits)_k, each
+    sample weighted by its true class's inverse-frequency weight and divided by
+    the summed weights (as weighted CE). Grade: E[grade] rounded half up,
+    clipped to 0..K-1."""
+
+    def phase1_loss(self, logits, grades, weights):
+        losses = []
+        for t, (lt, wt) in enumerate(zip(logits, weights)):
+            y = grades[:, t]
+            keep = y >= 0
+            y = y[keep]
+            w = wt[y].float()
+            if y.numel() and w.sum() > 0:
+                error = (self.expected_grade(self.class_probs(lt[keep])) - y).abs()
+                losses.append((w * error).sum() / w.sum())
+        return _task_mean(losses, logits)
+
+    @staticmethod
+    def expected_grade(probs_t: torch.Tensor) -> torch.Tensor:
+        return probs_t @ torch.arange(probs_t.shape[1], dtype=probs_t.dtype, device=probs_t.device)
+
+    def grade_from_probs(self, probs_t):
+        k = probs_t.shape[1]
+        return torch.floor(self.expected_grade(probs_t) + 0.5).clamp(0, k - 1).long()
+
+
+_METHODS = {
+    "ce": Method("ce"),
+    "corn": Corn("corn"),
+    "mae": MeanAbsoluteError("mae"),
+    # SPEC §3: the same op family, other options.
+    "ranknet": Method("ranknet", ranking=True, rank_options=(("pair_fn", "logistic"), ("lambda_sim", 0.0))),
+    "deeprank": Method("deeprank", ranking=True, rank_options=(
+        ("pair_fn", "squared_hinge"), ("margin_base", 2.0), ("margin_scale", 0.0))),
+    "spinerank": Method("spinerank", ranking=True),
+}
+
+
+def get(name: str, **options) -> Method:
+    """The method called ``name``; ``options`` set its fields (``class_weighted``
+    for corn)."""
+    if name not in _METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHOD_NAMES)}")
+    method = _METHODS[name]
+    fields = {f.name for f in dataclasses.fields(method)} - {"name", "ranking", "rank_options"}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ValueError(f"method {name!r} has no option(s) {', '.join(unknown)}"
+                         + (f"; its options: {', '.join(sorted(fields))}" if fields else ""))
+    return dataclasses.replace(method, **options)
+
+
+def for_config(config) -> Method:
+    """The method of a TrainConfig (with its options)."""
+    options = {"class_weighted": config.corn_class_weights} if config.method == "corn" else {}
+    return get(config.method, **options)

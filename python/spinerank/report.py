@@ -1,0 +1,196 @@
+"""The evaluation report: ``report.md`` and its PNG plots (SPEC §9).
+
+- ``scores_by_grade.png``: every test score per task, by true grade, with the thresholds;
+- ``severity_strip.png``: per task, volumes ordered by score (the paper's Fig. 2
+  idea): the mid-sagittal slice, or the lateral slice of a left/right task;
+- ``confusion.png``: the confusion matrix of each task;
+- ``training_curves.png``: loss and selection metric per epoch, from metrics.jsonl.
+"""
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+import numpy as np
+
+STRIP_VOLUMES = 8
+_SHOWN = (("balanced_accuracy", "BA"), ("roc_auc", "ROC-AUC"), ("qwk", "QWK"), ("mae", "MAE"), ("mcc", "MCC"),
+          ("spearman", "Spearman"), ("c_index", "C-index"))
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _grid(n: int, cols: int = 4):
+    return math.ceil(n / cols), min(n, cols)
+
+
+def _fmt(value, digits=3) -> str:
+    return "–" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
+
+
+def plot_scores_by_grade(path, scores, grades, thresholds, tasks, scale):
+    plt = _pyplot()
+    rows, cols = _grid(len(tasks))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    rng = np.random.default_rng(0)
+    for t, ax in enumerate(axes.flat):
+        if t >= len(tasks):
+            ax.axis("off")
+            continue
+        K = tasks.num_grades[t]
+        keep = grades[:, t] >= 0
+        y, s = grades[keep, t], scores[keep, t]
+        ax.scatter(y + rng.uniform(-0.2, 0.2, y.size), s, s=6, alpha=0.5)
+        for tau in thresholds[t]:
+            ax.axhline(tau, color="tab:red", lw=0.8, ls="--")
+        ax.set_xticks(range(K))
+        ax.set_xlim(-0.5, K - 0.5)
+        ax.set_ylim(-0.05 * scale, 1.05 * scale)
+        ax.set_title(tasks.names[t], fontsize=9)
+        ax.set_xlabel("true grade", fontsize=8)
+        ax.set_ylabel("score", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _slice_for(task_name: str, volume: np.ndarray) -> np.ndarray:
+    """The slice that shows a task: a lateral one for the foramina (slice 0 is the
+    patient's left), the middle one otherwise. ``volume`` is (D, H, W)."""
+    D = volume.shape[0]
+    if task_name.endswith("Left"):
+        return volume[max(D // 2 - D // 3, 0)]
+    if task_name.endswith("Right"):
+        return volume[min(D // 2 + D // 3, D - 1)]
+    return volume[D // 2]
+
+
+def plot_severity_strip(path, dataset, scores, grades, tasks):
+    plt = _pyplot()
+    T = len(tasks)
+    fig, axes = plt.subplots(T, STRIP_VOLUMES, figsize=(1.4 * STRIP_VOLUMES, 1.15 * T), squeeze=False)
+    cache: dict[int, np.ndarray] = {}
+    for t in range(T):
+        labelled = np.flatnonzero(grades[:, t] >= 0)
+        order = labelled[np.argsort(scores[labelled, t], kind="stable")]
+        picks = order[np.unique(np.linspace(0, order.size - 1, STRIP_VOLUMES).round().astype(int))] \
+            if order.size else []
+        for c, ax in enumerate(axes[t]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(picks):
+                ax.axis("off")
+                continue
+            i = int(picks[c])
+            if i not in cache:
+                cache[i] = dataset[i][0][0].numpy()
+            ax.imshow(_slice_for(tasks.names[t], cache[i]), cmap="gray")
+            ax.set_title(f"{scores[i, t]:.1f} (g{grades[i, t]})", fontsize=7)
+        axes[t][0].set_ylabel(tasks.names[t], fontsize=6, rotation=0, ha="right", va="center")
+    fig.suptitle("test volumes ordered by score (true grade in brackets)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_confusion(path, grades, predicted, tasks):
+    plt = _pyplot()
+    rows, cols = _grid(len(tasks))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 2.6 * rows), squeeze=False)
+    for t, ax in enumerate(axes.flat):
+        if t >= len(tasks):
+            ax.axis("off")
+            continue
+        K = tasks.num_grades[t]
+        keep = grades[:, t] >= 0
+        confusion = np.zeros((K, K), dtype=int)
+        np.add.at(confusion, (grades[keep, t], predicted[keep, t]), 1)
+        ax.imshow(confusion / np.maximum(confusion.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+        for (i, j), n in np.ndenumerate(confusion):
+            ax.text(j, i, str(n), ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(K))
+        ax.set_yticks(range(K))
+        ax.set_title(tasks.names[t], fontsize=9)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def read_history(run) -> list[dict]:
+    path = pathlib.Path(run) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_training_curves(path, history):
+    plt = _pyplot()
+    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for phase, label in ((1, "phase 1 (BA)"), (2, "phase 2 (QWK)")):
+        h = [r for r in history if r["phase"] == phase]
+        if not h:
+            continue
+        epochs = [r["epoch"] for r in h]
+        loss_ax.plot(epochs, [r["train_loss"] for r in h], marker=".", label=f"phase {phase}")
+        metric_ax.plot(epochs, [np.nan if r["selection_metric"] is None else r["selection_metric"] for r in h],
+                       marker=".", label=label)
+    loss_ax.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    metric_ax.set(xlabel="epoch", ylabel="mean over tasks", title="validation selection metric")
+    for ax in (loss_ax, metric_ax):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report(out, result: dict, *, run, dataset, predictions, grades, predicted, thresholds, tasks,
+                 scale: float) -> None:
+    """Plots and report.md in ``out``."""
+    from .checkpoint import atomic_write_text
+
+    out = pathlib.Path(out)
+    plot_scores_by_grade(out / "scores_by_grade.png", predictions.scores, grades, thresholds, tasks, scale)
+    plot_severity_strip(out / "severity_strip.png", dataset, predictions.scores, grades, tasks)
+    plot_confusion(out / "confusion.png", grades, predicted, tasks)
+    history = read_history(run)
+    if history:
+        plot_training_curves(out / "training_curves.png", history)
+    atomic_write_text(out / "report.md", report_markdown(result, bool(history)))
+
+
+def report_markdown(result: dict, curves: bool) -> str:
+    agg = result["aggregate"]
+    lines = [f"# Evaluation: {result['method']} ({result['run']})", "",
+             f"Test split, {result['volumes']} volumes, "
+             f"{'TTA over ' + str(result['views']) + ' views' if result['tta'] else 'no TTA (centre crop)'}; "
+             f"grades from {result['grading']}.", "", "## Mean ± std over tasks", "",
+             "| " + " | ".join(label for _, label in _SHOWN) + (" | latent Spearman |" if "latent_spearman" in agg else " |"),
+             "|" + "---|" * (len(_SHOWN) + ("latent_spearman" in agg))]
+    cells = [f"{_fmt(agg[k]['mean'])} ± {_fmt(agg[k]['std'])}" for k, _ in _SHOWN]
+    if "latent_spearman" in agg:
+        cells.append(f"{_fmt(agg['latent_spearman']['mean'])} ± {_fmt(agg['latent_spearman']['std'])}")
+    lines += ["| " + " | ".join(cells) + " |", "", "## Per task", "",
+              "| task | n | " + " | ".join(label for _, label in _SHOWN) + " | thresholds |",
+              "|---|---|" + "---|" * (len(_SHOWN) + 1)]
+    for name, m in result["tasks"].items():
+        tau = ", ".join(f"{v:.2f}" for v in result["thresholds"][name])
+        lines.append(f"| {name} | {m['n']} | " + " | ".join(_fmt(m.get(k)) for k, _ in _SHOWN) + f" | {tau} |")
+    if "latent_spearman" in agg:
+        lines += ["", "Synthetic cohort: Spearman of the score against the hidden severity, overall and within "
+                  f"grade (mean over tasks and grades): {_fmt(agg['latent_spearman']['mean'])} and "
+                  f"{_fmt(agg['latent_spearman_within_grade']['mean'])}."]
+    lines += ["", "## Plots", "", "![scores by grade](scores_by_grade.png)", "",
+              "![severity strip](severity_strip.png)", "", "![confusion matrices](confusion.png)", ""]
+    if curves:
+        lines += ["![training curves](training_curves.png)", ""]
+    return "\n".join(lines)
