@@ -272,13 +272,36 @@ struct Pair {
 // pair indices in lexicographic order, sorted. Buffered selection: a buffer of
 // 2k candidates is cut back to the k hardest whenever it fills, and the k-th
 // hardest then rejects most later candidates with one comparison: O(P) time on
-// average, O(k) memory.
+// average, O(k) memory. The result is the k first pairs of a total order, so
+// it does not depend on the order the pairs are visited in: per sample a, the
+// partners b > a are visited grade group by grade group, where the margin and
+// sign are constants and the hardness of a run of partners is a vectorisable
+// loop; only runs with a pair at least as hard as the k-th go through the
+// buffer.
 std::vector<int64_t> hardest_pairs(const LossParams& p, const TaskSamples& ts, int K, int64_t k) {
   if (k == 0) return {};
   const int n = ts.n();
   const double inv_km1 = 1.0 / double(K - 1);
-  // Larger key first; equal keys: smaller pair index, i.e. smaller a, then b.
+  // Samples grouped by grade, batch order kept within a group: the partners
+  // b > a of a group are then a suffix of it.
+  std::vector<int> start(K + 1, 0);
+  for (int a = 0; a < n; ++a) ++start[ts.y[a] + 1];
+  for (int c = 0; c < K; ++c) start[c + 1] += start[c];
+  std::vector<int> position(n);
+  std::vector<double> score(n);
+  {
+    std::vector<int> fill(start.begin(), start.end() - 1);
+    for (int a = 0; a < n; ++a) {
+      const int slot = fill[ts.y[a]]++;
+      position[slot] = a;
+      score[slot] = ts.s[a];
+    }
+  }
+  std::vector<int> next(start.begin(), start.end() - 1);  // per group: first member past a
+
+  // Larger hardness first; equal: smaller pair index, i.e. smaller a, then b.
   struct Hard {
+    double h;
     uint64_t key;
     int64_t index;
   };
@@ -287,25 +310,58 @@ std::vector<int64_t> hardest_pairs(const LossParams& p, const TaskSamples& ts, i
   };
   std::vector<Hard> buf;
   buf.reserve(2 * k);
-  auto keep_k = [&] {
-    std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), harder_first);
-    buf.resize(k);
-  };
   bool full = false;  // once true, buf[k - 1] is the k-th hardest pair so far
-  int64_t index = 0;
+  double threshold = -INFINITY;  // its hardness: harder or equal pairs may enter
+  auto consider = [&](double h, int64_t index) {
+    const Hard c{h, hardness_key(h), index};
+    if (full && !harder_first(c, buf[k - 1])) return;
+    buf.push_back(c);
+    if (int64_t(buf.size()) == 2 * k) {
+      std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), harder_first);
+      buf.resize(k);
+      full = true;
+      threshold = buf[k - 1].h;
+    }
+  };
+  // The hardness of a run of partners b of a, with the bits of mining_hardness:
+  // r * delta is exact for r = +-1, and m - x equals add_rn(m, -x).
+  constexpr int kChunk = 64;
+  auto scan = [&](int a, int lo, int hi, auto hardness) {
+    const int64_t row = pair_row_offset(n, a) - a - 1;  // + b: the index of pair (a, b)
+    const double* sc = score.data();
+    for (int b0 = lo; b0 < hi; b0 += kChunk) {
+      const int b1 = std::min(hi, b0 + kChunk);
+      const double bound = threshold;
+      int any = 0;
+#pragma omp simd reduction(| : any)
+      for (int b = b0; b < b1; ++b) any |= int(hardness(sc[b]) >= bound);
+      if (!any) continue;
+      for (int b = b0; b < b1; ++b) {
+        const double h = hardness(sc[b]);
+        if (h >= threshold) consider(h, row + position[b]);
+      }
+    }
+  };
   for (int a = 0; a < n; ++a) {
-    for (int b = a + 1; b < n; ++b, ++index) {
-      const double h = mining_hardness(p, ts.s[a], ts.s[b], ts.y[a] - ts.y[b], inv_km1);
-      const Hard c{hardness_key(h), index};
-      if (full && !harder_first(c, buf[k - 1])) continue;
-      buf.push_back(c);
-      if (int64_t(buf.size()) == 2 * k) {
-        keep_k();
-        full = true;
+    const double sa = ts.s[a];
+    const int ya = ts.y[a];
+    for (int c = 0; c < K; ++c) {
+      int& lo = next[c];
+      while (lo < start[c + 1] && position[lo] <= a) ++lo;
+      if (lo == start[c + 1]) continue;
+      const int d = ya - c;
+      if (d == 0) {
+        scan(a, lo, start[c + 1], [sa](double sb) { return std::fabs(sa - sb); });
+      } else {
+        const double m = mining_margin(p, d, inv_km1), r = d > 0 ? 1.0 : -1.0;
+        scan(a, lo, start[c + 1], [sa, m, r](double sb) { return m - r * (sa - sb); });
       }
     }
   }
-  if (int64_t(buf.size()) > k) keep_k();
+  if (int64_t(buf.size()) > k) {
+    std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), harder_first);
+    buf.resize(k);
+  }
   std::vector<int64_t> out;
   out.reserve(buf.size());
   for (const Hard& c : buf) out.push_back(c.index);
