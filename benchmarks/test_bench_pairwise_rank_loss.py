@@ -41,8 +41,10 @@ ALL_PAIRS = [("fused", B) for B in (32, 128, 512, 4096, 65536)] + [
     ("reference_compiled", B) for B in (32, 128, 512)] + [("host_pairs", B) for B in (32, 128)]
 MINED = [(impl, B, 4 * B) for impl in ("fused", "reference") for B in (32, 128, 512)] + [
     ("fused", 4096, 4 * 4096), ("host_pairs", 32, 128), ("host_pairs", 128, 512)] + [
-    (impl, 128, 500) for impl in ("fused", "reference", "host_pairs")] + [("fused", 4096, 500)]
-SINGLE_ROUND = {("reference", 4096)}  # too slow for repeated rounds
+    (impl, 128, 500) for impl in ("fused", "reference", "host_pairs")] + [
+    ("fused", B, max_pairs) for B in (4096, 65536) for max_pairs in (500, 100_000)]
+# Too slow for repeated rounds (and for the untimed smoke run): one round each.
+SINGLE_ROUND = {("reference", 4096, None), ("fused", 65536, 500), ("fused", 65536, 100_000)}
 
 
 def batch(B, seed=0, device="cpu"):
@@ -71,14 +73,14 @@ def make_step(impl, B, device="cpu", max_pairs=None):
 
 def run_case(benchmark, request, impl, B, device, max_pairs=None):
     smoke = request.config.getoption("benchmark_disable")
-    if smoke and (impl, B) in SINGLE_ROUND:
+    if smoke and (impl, B, max_pairs) in SINGLE_ROUND:
         pytest.skip("too slow for the untimed smoke run")
     step = make_step(impl, B, device, max_pairs)
     for _ in range(1 if B > 512 else 3):  # compile (reference_compiled) and warm caches outside the timing
         step()
     benchmark.extra_info.update(impl=impl, B=B, T=len(TASK_KS), device=device,
                                 pairs="all" if max_pairs is None else f"mined {max_pairs}")
-    if (impl, B) in SINGLE_ROUND:
+    if (impl, B, max_pairs) in SINGLE_ROUND:
         benchmark.pedantic(step, rounds=1, iterations=1)
     else:
         benchmark(step)

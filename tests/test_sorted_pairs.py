@@ -46,7 +46,7 @@ def assert_relative(actual, expected, rtol):
 
 def test_threshold_op_sets_and_returns_the_previous_value():
     default = ops._sorted_pairs_min_n(-1)
-    assert default == 256
+    assert default == 384
     assert ops._sorted_pairs_min_n(7) == default
     assert ops._sorted_pairs_min_n(-1) == 7
     assert ops._sorted_pairs_min_n(default) == 7
@@ -119,8 +119,8 @@ def test_logistic_always_takes_the_direct_path():
 
 
 def test_the_default_threshold_splits_tasks_by_their_valid_samples():
-    # Task 0 has 300 valid samples (sorted path), task 1 only 100 (direct path).
-    scores, grades = make_batch(300, (4, 4), seed=7, missing=0.0)
+    # Task 0 has 450 valid samples (sorted path), task 1 only 100 (direct path).
+    scores, grades = make_batch(450, (4, 4), seed=7, missing=0.0)
     grades[100:, 1] = -1
     default = loss_and_grad(se.pairwise_rank_loss, scores, grades, (4, 4), task_reduction="none")
     with path(SORTED):
