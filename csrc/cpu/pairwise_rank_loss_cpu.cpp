@@ -16,10 +16,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <unordered_set>
 #include <vector>
 
 #include "pair_math.h"
+#include "pair_select.h"
 #include "pairwise_rank_loss_args.h"
 #include "pairwise_rank_loss_values.h"
 #include "sorted_pairs.h"
@@ -371,17 +371,19 @@ std::vector<int64_t> hardest_pairs(const LossParams& p, const TaskSamples& ts, i
 
 // k pair indices drawn uniformly without replacement from the P pairs that are
 // not in `hard` (sorted), by Floyd's algorithm on the task's Philox stream; sorted.
+// The drawn ranks live in an open-addressing table (csrc/pair_select.h, as on
+// CUDA): no allocation per draw.
 std::vector<int64_t> random_pairs(int64_t P, const std::vector<int64_t>& hard, int64_t k,
                                   uint64_t seed, int task) {
   const int64_t M = P - int64_t(hard.size());
-  std::unordered_set<int64_t> drawn;
-  drawn.reserve(2 * k);
+  const int64_t cap = hash_capacity(k);
+  std::vector<int64_t> drawn(cap, -1);
   std::vector<int64_t> ranks;
   ranks.reserve(k);
   for (int64_t j = M - k; j < M; ++j) {
-    const int64_t r = int64_t(uniform_below(mining_random(seed, task, uint64_t(j)), uint64_t(j + 1)));
-    const int64_t pick = drawn.insert(r).second ? r : j;
-    if (pick == j) drawn.insert(j);
+    const int64_t r = floyd_draw(seed, task, j);
+    const int64_t pick = hash_insert(drawn.data(), cap, r) ? r : j;
+    if (pick == j) hash_insert(drawn.data(), cap, j);
     ranks.push_back(pick);
   }
   std::sort(ranks.begin(), ranks.end());
