@@ -31,13 +31,15 @@ test: $(VENV)/.installed
 	$(BIN)/pytest tests
 
 # One JSON file per benchmark file, each rendered as its README table.
-BENCHES := pairwise_rank_loss augmentation
+# The README's tables are rendered from these files (render_table.py --readme).
+BENCHES := pairwise_rank_loss augmentation thresholds
 
 bench: $(VENV)/.installed
 	for b in $(BENCHES); do \
 	  $(BIN)/pytest benchmarks/test_bench_$$b.py --benchmark-json=benchmarks/results/cpu-$$b.json || exit 1; \
 	done
 	for b in $(BENCHES); do $(BIN)/python benchmarks/render_table.py benchmarks/results/cpu-$$b.json; done
+	$(BIN)/python benchmarks/render_table.py --readme README.md
 
 # CUDA benchmarks (needs a GPU): CUDA-event medians, fused vs eager and compiled reference.
 bench-cuda: $(VENV)/.installed

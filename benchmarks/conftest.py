@@ -22,6 +22,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     except OSError:
         cpu = platform.processor()
     machine_info.update(
+        load_average=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         cpu_model=cpu,
         cpu_count=os.cpu_count(),
         torch_threads=torch.get_num_threads(),

@@ -1,68 +1,112 @@
-"""Render a pytest-benchmark JSON file as the Markdown table of the README.
+"""Render benchmark JSON files as the Markdown tables of the README.
 
-    python benchmarks/render_table.py benchmarks/results/cpu-pairwise_rank_loss.json
-    python benchmarks/render_table.py benchmarks/results/cpu-augmentation.json
+    python benchmarks/render_table.py benchmarks/results/cpu-pairwise_rank_loss.json   # print one
+    python benchmarks/render_table.py --readme README.md                              # update the README
 
-Loss results: one row per batch size, the median time of each implementation
-and how many times slower than the fused op each baseline is. Augmentation
-results (cases with an ``op`` in extra_info): one row per op, likewise.
+With --readme, every block of the README between ``<!-- bench: FILE -->`` and
+``<!-- /bench -->`` is replaced by the table of benchmarks/results/FILE, so the
+README's numbers are always those of the committed results.
+
+Loss results: one table per kind of pairs (all, mined), one row per batch size,
+the median time and peak extra memory of each implementation and how many times
+slower than the fused op each baseline is. Augmentation and threshold-search
+results (cases with an ``op`` in extra_info): one row per case.
 """
+import argparse
 import json
-import sys
+import pathlib
+import re
 from collections import defaultdict
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+LOSS_BASELINES = ("reference", "reference_compiled", "host_pairs")
 
 
 def fmt(seconds):
     if seconds is None:
         return "out of memory"
-    return f"{seconds * 1e3:.3f} ms" if seconds < 1 else f"{seconds:.2f} s"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    return f"{seconds * 1e3:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"
+
+
+def fmt_bytes(n):
+    if n is None:
+        return "?"
+    return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / 2**20:.2f} MB"
+
+
+def cell(result):
+    """'time (memory)' of one case."""
+    if result is None:
+        return "–"
+    text = fmt(result["median"])
+    return text + (f" ({fmt_bytes(result['memory'])})" if "memory" in result else "")
 
 
 def ratio(baseline, fused):
-    return "–" if baseline is None or fused is None else f"{baseline / fused:.1f}×"
+    if baseline is None or fused is None or baseline["median"] is None or fused["median"] is None:
+        return "–"
+    return f"{baseline['median'] / fused['median']:.1f}×"
 
 
 def machine_line(data):
     """Where and how the numbers were measured: the GPU for CUDA-event timings, else the CPU."""
     machine = data["machine_info"]
-    if machine.get("gpu"):
+    load = machine.get("load_average")
+    load_text = f", load average {load[0]:.2f} at the start" if load else ""
+    if machine.get("gpu") and "cpu_model" not in machine:
         return (f"Machine: {machine['gpu']} ({machine.get('gpu_memory_gib', '?')} GiB), CUDA "
                 f"{machine.get('cuda', '?')}, torch {machine.get('torch', '?')}, Python "
                 f"{machine.get('python_version', '?')}; {data['datetime'][:10]}. Medians of CUDA-event "
                 "timings after warm-up")
+    gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ""
     return (f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cpu_count', '?')} cores "
-            f"({machine.get('torch_threads', '?')} torch threads), torch {machine.get('torch', '?')}, "
-            f"Python {machine.get('python_version', '?')}; {data['datetime'][:10]}. Medians of "
-            "pytest-benchmark rounds")
+            f"({machine.get('torch_threads', '?')} torch threads){gpu}, torch {machine.get('torch', '?')}, "
+            f"Python {machine.get('python_version', '?')}; {data['datetime'][:10]}{load_text}. Medians of "
+            "pytest-benchmark rounds; in brackets the peak extra memory of one call")
 
 
-def table(medians, title):
-    baselines = [i for i in ("reference", "reference_compiled") if any(i in m for m in medians.values())]
-    lines = [
-        title,
-        "",
-        "| " + " | ".join(["B", "pairs", "fused"] + [f"{b} | {b} / fused" for b in baselines]) + " |",
-        "|---:|---|---:|" + "---:|---:|" * len(baselines),
-    ]
-    for (B, pairs), row in sorted(medians.items()):
-        cells = [str(B), pairs, fmt(row["fused"])]
+def result_of(bench):
+    out = {"median": bench["stats"]["median"]}
+    if bench["extra_info"].get("peak_extra_bytes") is not None:
+        out["memory"] = bench["extra_info"]["peak_extra_bytes"]
+    return out
+
+
+def loss_kind(info):
+    pairs = info.get("pairs", "all")
+    if pairs == "all":
+        return "All pairs:"
+    max_pairs = int(pairs.split()[1])
+    if max_pairs == 4 * info["B"]:
+        return "Mined, max_pairs = 4 B per task, hard_fraction = 0.7:"
+    return f"Mined, max_pairs = {max_pairs} per task, hard_fraction = 0.7:"
+
+
+def loss_table(rows, title):
+    baselines = [b for b in LOSS_BASELINES if any(b in row for row in rows.values())]
+    lines = [title, "", "| " + " | ".join(["B", "device", "fused"] + [f"{b} | {b} / fused" for b in baselines]) + " |",
+             "|---:|---|---:|" + "---:|---:|" * len(baselines)]
+    for (B, device), row in sorted(rows.items()):
+        cells = [str(B), device, cell(row.get("fused"))]
         for b in baselines:
-            cells += [fmt(row[b]), ratio(row[b], row["fused"])] if b in row else ["–", "–"]
+            cells += [cell(row.get(b)), ratio(row.get(b), row.get("fused"))]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 def render_loss(data):
     by_kind = defaultdict(lambda: defaultdict(dict))
+    machine = data["machine_info"]
+    default_device = "cuda" if machine.get("gpu") and "cpu_model" not in machine else "cpu"  # bench_cuda.py
     for bench in data["benchmarks"]:
         info = bench["extra_info"]
-        kind = "all" if info.get("pairs", "all") == "all" else "mined"
-        by_kind[kind][(info["B"], info.get("pairs", "all"))][info["impl"]] = bench["stats"]["median"]
+        key = (info["B"], info.get("device", default_device))
+        by_kind[loss_kind(info)][key][info["impl"]] = result_of(bench)
     lines = [machine_line(data) + "; forward + backward, T = 11, float32.", ""]
-    if by_kind["all"]:
-        lines += table(by_kind["all"], "All pairs:") + [""]
-    if by_kind["mined"]:
-        lines += table(by_kind["mined"], "Mined (max_pairs = 4 B per task, hard_fraction = 0.7):")
+    for title in sorted(by_kind, key=lambda k: (k != "All pairs:", "4 B" not in k, k)):
+        lines += loss_table(by_kind[title], title) + [""]
     return lines
 
 
@@ -74,30 +118,62 @@ def render_augmentation(data):
     rows = defaultdict(dict)
     for bench in data["benchmarks"]:
         info = bench["extra_info"]
-        key = (info["op"], shape(info["shape"]), shape(info["out_size"]))
-        rows[key][info["impl"]] = bench["stats"]["median"]
-    lines = [
-        machine_line(data) + "; float32.",
-        "",
-        "| op | input | output size | fused | reference | reference / fused |",
-        "|---|---|---|---:|---:|---:|",
-    ]
+        rows[(info["op"], shape(info["shape"]), shape(info["out_size"]))][info["impl"]] = result_of(bench)
+    lines = [machine_line(data) + "; float32.", "",
+             "| op | input | output size | fused | reference | reference / fused |", "|---|---|---|---:|---:|---:|"]
     for (op, in_shape, out_size), row in rows.items():
-        fused, baseline = row.get("fused"), row.get("reference")
-        lines.append(f"| {op} | {in_shape} | {out_size} | {fmt(fused) if 'fused' in row else '–'} | "
-                     f"{fmt(baseline) if 'reference' in row else '–'} | {ratio(baseline, fused)} |")
+        lines.append(f"| {op} | {in_shape} | {out_size} | {cell(row.get('fused'))} | {cell(row.get('reference'))} | "
+                     f"{ratio(row.get('reference'), row.get('fused'))} |")
+    return lines
+
+
+def render_thresholds(data):
+    rows = defaultdict(dict)
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        rows[(info["n"], info["K"])][info["impl"]] = result_of(bench)
+    lines = [machine_line(data) + ".", "",
+             "| scores | K | vectorised | scikit-learn per candidate | scikit-learn / vectorised |",
+             "|---:|---:|---:|---:|---:|"]
+    for (n, K), row in sorted(rows.items()):
+        lines.append(f"| {n} | {K} | {cell(row.get('vectorised'))} | {cell(row.get('sklearn'))} | "
+                     f"{ratio(row.get('sklearn'), row.get('vectorised'))} |")
     return lines
 
 
 def render(path):
     with open(path) as f:
         data = json.load(f)
-    is_augmentation = any("op" in bench["extra_info"] for bench in data["benchmarks"])
-    lines = render_augmentation(data) if is_augmentation else render_loss(data)
+    ops = {bench["extra_info"].get("op") for bench in data["benchmarks"]}
+    if "fit_thresholds" in ops:
+        lines = render_thresholds(data)
+    elif ops - {None}:
+        lines = render_augmentation(data)
+    else:
+        lines = render_loss(data)
+    if not any("peak_extra_bytes" in bench["extra_info"] for bench in data["benchmarks"]):
+        lines[0] = lines[0].replace("; in brackets the peak extra memory of one call", "")
     return "\n".join(lines).rstrip()
 
 
+BLOCK = re.compile(r"(<!-- bench: (?P<file>[\w.-]+) -->\n).*?(<!-- /bench -->)", re.S)
+
+
+def update_readme(readme):
+    text = readme.read_text()
+    new = BLOCK.sub(lambda m: m.group(1) + render(RESULTS / m.group("file")) + "\n" + m.group(3), text)
+    readme.write_text(new)
+    return len(BLOCK.findall(text))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(__doc__)
-    print(render(sys.argv[1]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", nargs="?", help="a results file to print")
+    parser.add_argument("--readme", type=pathlib.Path, help="update this README's bench blocks")
+    args = parser.parse_args()
+    if args.readme:
+        print(f"updated {update_readme(args.readme)} tables in {args.readme}")
+    elif args.json:
+        print(render(args.json))
+    else:
+        parser.error("give a JSON file or --readme")

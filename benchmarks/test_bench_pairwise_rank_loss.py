@@ -1,73 +1,128 @@
-"""Fused pairwise ranking loss against the plain reference, eager and compiled.
+"""Fused pairwise ranking loss against its baselines, time and peak extra memory.
 
-    pytest benchmarks --benchmark-json=benchmarks/results/cpu-pairwise_rank_loss.json
+    pytest benchmarks/test_bench_pairwise_rank_loss.py --benchmark-json=benchmarks/results/cpu-pairwise_rank_loss.json
     python benchmarks/render_table.py benchmarks/results/cpu-pairwise_rank_loss.json
 
 Each case times one training step of the loss: forward and backward, T = 11
 tasks of the default task table, float32, 20% missing grades; all pairs, or
-mined (max_pairs = 4 B per task, hard_fraction = 0.7).
+mined (max_pairs = 4 B, or 500, per task; hard_fraction = 0.7). Baselines:
+``reference`` (spinerank_ext.reference, eager), ``reference_compiled`` (the same
+under torch.compile; all pairs only, its mining has data-dependent shapes) and
+``host_pairs`` (reference.host_pairs_loss: per task, the pair list built on the
+host in a Python loop, the published approach). Cases run on CPU, and on CUDA
+too when a GPU is present. Peak extra memory: see benchmarks/memory.py.
 """
+import pathlib
+
 import pytest
 import torch
 
 import spinerank_ext as se
 from spinerank_ext import reference
 
+from memory import cuda_peak_extra_bytes, measure_case
+
 TASK_KS = (5, 4, 4, 3, 4, 4, 4, 4, 4, 4, 4)
-SIZES = (32, 128, 512)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 _compiled_reference = torch.compile(reference.pairwise_rank_loss, dynamic=False)
 IMPLS = {
     "fused": se.pairwise_rank_loss,
     "reference": reference.pairwise_rank_loss,
     "reference_compiled": _compiled_reference,
+    "host_pairs": reference.host_pairs_loss,
 }
+# (impl, B) per kind of case. The eager reference needs 4.9 GB and ~25 s for
+# one step at B = 4096 (one round only) and cannot run at B = 65536: its pair
+# index lists alone would take 34 GB. host_pairs loops over B^2 / 2 pairs per
+# task in Python.
+ALL_PAIRS = [("fused", B) for B in (32, 128, 512, 4096, 65536)] + [
+    ("reference", B) for B in (32, 128, 512, 4096)] + [
+    ("reference_compiled", B) for B in (32, 128, 512)] + [("host_pairs", B) for B in (32, 128)]
+MINED = [(impl, B, 4 * B) for impl in ("fused", "reference") for B in (32, 128, 512)] + [
+    ("fused", 4096, 4 * 4096), ("host_pairs", 32, 128), ("host_pairs", 128, 512)] + [
+    (impl, 128, 500) for impl in ("fused", "reference", "host_pairs")] + [
+    ("fused", B, max_pairs) for B in (4096, 65536) for max_pairs in (500, 100_000)]
+# Too slow for repeated rounds (and for the untimed smoke run): one round each.
+SINGLE_ROUND = {("reference", 4096, None), ("fused", 65536, 500), ("fused", 65536, 100_000)}
 
 
-def batch(B, seed=0):
+def batch(B, seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
-    scores = (torch.rand(B, len(TASK_KS), generator=g) * 10).requires_grad_()
+    scores = torch.rand(B, len(TASK_KS), generator=g) * 10
     grades = torch.stack([torch.randint(0, k, (B,), generator=g) for k in TASK_KS], dim=1)
     grades[torch.rand(B, len(TASK_KS), generator=g) < 0.2] = -1
-    return scores, grades
+    return scores.to(device).requires_grad_(), grades.to(device)
 
 
-@pytest.mark.parametrize("B", SIZES, ids=[f"B{b}" for b in SIZES])
-@pytest.mark.parametrize("impl", list(IMPLS))
-def test_loss_fwd_bwd(benchmark, impl, B):
-    scores, grades = batch(B)
+def make_step(impl, B, device="cpu", max_pairs=None):
+    """One forward + backward of the case; also what benchmarks/memory.py measures."""
+    scores, grades = batch(B, device=device)
     fn = IMPLS[impl]
+    kw = {} if max_pairs is None else dict(max_pairs=max_pairs, hard_fraction=0.7, generator=0)
 
     def step():
         scores.grad = None
-        fn(scores, grades, TASK_KS).backward()
+        fn(scores, grades, TASK_KS, **kw).backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
 
-    for _ in range(3):  # compile (reference_compiled) and warm caches outside the timing
+    step.scores, step.grades = scores, grades
+    return step
+
+
+def run_case(benchmark, request, impl, B, device, max_pairs=None):
+    smoke = request.config.getoption("benchmark_disable")
+    if smoke and (impl, B, max_pairs) in SINGLE_ROUND:
+        pytest.skip("too slow for the untimed smoke run")
+    step = make_step(impl, B, device, max_pairs)
+    for _ in range(1 if B > 512 else 3):  # compile (reference_compiled) and warm caches outside the timing
         step()
-    benchmark.group = f"pairwise_rank_loss fwd+bwd, B={B}, T=11, float32"
-    benchmark.extra_info.update(impl=impl, B=B, T=len(TASK_KS), pairs="all")
-    benchmark(step)
+    benchmark.extra_info.update(impl=impl, B=B, T=len(TASK_KS), device=device,
+                                pairs="all" if max_pairs is None else f"mined {max_pairs}")
+    if (impl, B, max_pairs) in SINGLE_ROUND:
+        benchmark.pedantic(step, rounds=1, iterations=1)
+    else:
+        benchmark(step)
+    # Memory: every case in the timed run; in the smoke run one small case, to
+    # keep the measurement itself tested.
+    if device == "cuda":
+        benchmark.extra_info["peak_extra_bytes"] = cuda_peak_extra_bytes(step)[0]
+    elif not smoke or (impl == "fused" and B == 32):
+        benchmark.extra_info["peak_extra_bytes"] = measure_case(
+            pathlib.Path(__file__), "make_step", impl=impl, B=B, device=device, max_pairs=max_pairs)
+    return step
+
+
+def expected_grad(scores, grades, B):
+    """float64 gradient from the reference, or at large B from the fused op's direct pair loop."""
+    x = scores.detach().double().requires_grad_()
+    if B <= 512:
+        reference.pairwise_rank_loss(x, grades, TASK_KS).backward()
+    else:
+        before = torch.ops.spinerank_ext._sorted_pairs_min_n(2**62)
+        try:
+            se.pairwise_rank_loss(x, grades, TASK_KS).backward()
+        finally:
+            torch.ops.spinerank_ext._sorted_pairs_min_n(before)
+    return x.grad
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("impl,B", ALL_PAIRS, ids=[f"{i}-B{b}" for i, b in ALL_PAIRS])
+def test_loss_fwd_bwd(benchmark, request, impl, B, device):
+    benchmark.group = f"pairwise_rank_loss fwd+bwd, B={B}, T=11, float32, {device}"
+    step = run_case(benchmark, request, impl, B, device)
     # The result is right, not just fast.
-    expected = batch(B)[0].detach().requires_grad_()
-    reference.pairwise_rank_loss(expected, grades, TASK_KS).backward()
-    torch.testing.assert_close(scores.grad, expected.grad, rtol=1e-4, atol=1e-5)
+    if B <= 4096 and device == "cpu":
+        grad = expected_grad(step.scores, step.grades, B)
+        torch.testing.assert_close(step.scores.grad.double(), grad, rtol=1e-4, atol=1e-5)
+    assert torch.isfinite(step.scores.grad).all()
 
 
-@pytest.mark.parametrize("B", SIZES, ids=[f"B{b}" for b in SIZES])
-@pytest.mark.parametrize("impl", ["fused", "reference"])
-def test_loss_mined_fwd_bwd(benchmark, impl, B):
-    # The compiled reference is left out: its mining has data-dependent shapes.
-    scores, grades = batch(B)
-    fn = IMPLS[impl]
-    max_pairs = 4 * B
-
-    def step():
-        scores.grad = None
-        fn(scores, grades, TASK_KS, max_pairs=max_pairs, hard_fraction=0.7, generator=0).backward()
-
-    for _ in range(3):
-        step()
-    benchmark.group = f"pairwise_rank_loss mined fwd+bwd, B={B}, max_pairs={max_pairs}"
-    benchmark.extra_info.update(impl=impl, B=B, T=len(TASK_KS), pairs=f"mined {max_pairs}")
-    benchmark(step)
-    assert torch.isfinite(scores.grad).all()
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("impl,B,max_pairs", MINED, ids=[f"{i}-B{b}-max{m}" for i, b, m in MINED])
+def test_loss_mined_fwd_bwd(benchmark, request, impl, B, max_pairs, device):
+    benchmark.group = f"pairwise_rank_loss mined fwd+bwd, B={B}, max_pairs={max_pairs}, {device}"
+    step = run_case(benchmark, request, impl, B, device, max_pairs)
+    assert torch.isfinite(step.scores.grad).all()

@@ -5,6 +5,8 @@
 #include <ATen/ops/mul.h>
 #include <torch/library.h>
 
+#include "sorted_pairs_threshold.h"
+
 TORCH_LIBRARY(spinerank_ext, m) {
   // Fused SpineRank loss (SPEC §3). Returns the reduced loss (a scalar, or (T,)
   // for task_reduction="none"), d loss / d scores for an upstream gradient of
@@ -37,6 +39,10 @@ TORCH_LIBRARY(spinerank_ext, m) {
   // (out (N, C, d, h, w), flipped (N,) bool). Forward only.
   m.def("augment(Tensor vol, Tensor params, int[] out_size) -> (Tensor out, Tensor flipped)",
         {at::Tag::pt2_compliant_tag});
+  // The smallest task (valid samples) that takes the sorted all-pairs path on
+  // CPU; sets it when n >= 0 and returns the previous value. For tests and
+  // benchmarks, see csrc/sorted_pairs_threshold.h.
+  m.def("_sorted_pairs_min_n(int n) -> int", &spinerank::exchange_sorted_pairs_min_n);
 }
 
 namespace {

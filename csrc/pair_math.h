@@ -175,13 +175,18 @@ SPINERANK_HD double mul_rn(double a, double b) {
 // for ordinal pairs (> 0: the margin is violated; satisfied pairs are negative)
 // and |delta| for similar pairs; delta = s_i - s_j, d = y_i - y_j,
 // inv_km1 = 1 / (K - 1). Scores enter as doubles, whatever their dtype.
+// mining_margin is the ordinal pairs' m of grade difference d != 0, so that a
+// loop can tabulate it per d.
+SPINERANK_HD double mining_margin(const LossParams& p, int d, double inv_km1) {
+  const double g = mul_rn(double(d < 0 ? -d : d), inv_km1);
+  return add_rn(p.margin_base, mul_rn(p.margin_scale, g));
+}
 SPINERANK_HD double mining_hardness(const LossParams& p, double s_i, double s_j, int d,
                                     double inv_km1) {
   const double delta = add_rn(s_i, -s_j);
   if (d == 0) return fabs(delta);
   const double rdelta = d > 0 ? delta : -delta;
-  const double g = mul_rn(double(d < 0 ? -d : d), inv_km1);
-  return add_rn(add_rn(p.margin_base, mul_rn(p.margin_scale, g)), -rdelta);
+  return add_rn(mining_margin(p, d, inv_km1), -rdelta);
 }
 
 // The pair of index q (lexicographic order over n samples) as (a, b), a < b.

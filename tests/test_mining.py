@@ -27,6 +27,17 @@ def test_hard_part_matches_reference(seed, max_pairs):
     assert torch.equal(fused, expected)
 
 
+@pytest.mark.parametrize("max_pairs", [3, 250, 4000])
+def test_hard_part_matches_reference_through_many_buffer_cuts(max_pairs):
+    # A few hundred samples on a coarse grid: the selection buffer is cut back
+    # many times while most hardness values are tied with the k-th.
+    scores, grades = make_batch(260, (4, 5, 2), seed=max_pairs, missing=0.1)
+    scores = torch.round(scores) / 4
+    kw = dict(max_pairs=max_pairs, hard_fraction=1.0)
+    assert torch.equal(se.mined_pairs(scores, grades, (4, 5, 2), **kw),
+                       ref.mined_pairs(scores, grades, (4, 5, 2), **kw))
+
+
 def test_hard_part_is_kept_with_a_random_part():
     scores, grades = make_batch(40, TASK_KS, seed=11)
     max_pairs, hard_fraction = 50, 0.7

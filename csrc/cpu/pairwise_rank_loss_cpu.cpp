@@ -14,15 +14,29 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
-#include <unordered_set>
 #include <vector>
 
 #include "pair_math.h"
+#include "pair_select.h"
 #include "pairwise_rank_loss_args.h"
 #include "pairwise_rank_loss_values.h"
+#include "sorted_pairs.h"
+#include "sorted_pairs_threshold.h"
 
 namespace spinerank {
+
+namespace {
+std::atomic<int64_t> sorted_pairs_threshold{kSortedPairsMinN};
+}  // namespace
+
+int64_t sorted_pairs_min_n() { return sorted_pairs_threshold.load(std::memory_order_relaxed); }
+
+int64_t exchange_sorted_pairs_min_n(int64_t n) {
+  return n < 0 ? sorted_pairs_min_n() : sorted_pairs_threshold.exchange(n);
+}
+
 namespace {
 
 // The valid (non-missing) samples of one task, in batch order.
@@ -157,6 +171,97 @@ TaskLoss all_pairs_loss(const LossParams& p, const TaskSamples& ts, int K, doubl
   return out;
 }
 
+// The same loss and gradient as all_pairs_loss<SquaredHinge> without visiting
+// pairs (csrc/sorted_pairs.h): each grade group sorted by score, then per
+// sample and lower grade one bisection for its run of margin-violating
+// partners and that run's range sums. O(G^2 n log n) time, O(n) memory.
+TaskLoss sorted_hinge_loss(const LossParams& p, const TaskSamples& ts, int K, double* g) {
+  const int n = ts.n();
+  const double inv_km1 = 1.0 / double(K - 1);
+
+  std::vector<int> start(K + 1, 0);
+  for (int a = 0; a < n; ++a) ++start[ts.y[a] + 1];
+  for (int c = 0; c < K; ++c) start[c + 1] += start[c];
+  std::vector<int> pos(n);
+  {
+    std::vector<int> fill(start.begin(), start.end() - 1);
+    for (int a = 0; a < n; ++a) pos[fill[ts.y[a]]++] = a;
+  }
+  for (int c = 0; c < K; ++c) {
+    // Equal scores may land in any order: only sums over runs are used, and
+    // the test below never splits equal scores.
+    std::sort(pos.begin() + start[c], pos.begin() + start[c + 1],
+              [&](int u, int v) { return ts.s[u] < ts.s[v]; });
+  }
+  double mean = 0.0;
+  for (int a = 0; a < n; ++a) mean += ts.s[a];
+  mean /= n;
+  // s: sorted scores (for the violation test, exactly as the direct path sees
+  // them); x: centred (for the sums). pre1: sum of x over the group up to k
+  // inclusive; suf1, suf2: sum of x and x^2 from k to the group's end.
+  std::vector<double> s(n), x(n), pre1(n), suf1(n), suf2(n), gs(n, 0.0);
+  for (int k = 0; k < n; ++k) {
+    s[k] = ts.s[pos[k]];
+    x[k] = s[k] - mean;
+  }
+  TaskLoss out;
+  double sum_sim = 0.0;
+  std::vector<double> gsim(n, 0.0);
+  for (int c = 0; c < K; ++c) {
+    const int lo = start[c], hi = start[c + 1], m = hi - lo;
+    double run = 0.0;
+    for (int k = lo; k < hi; ++k) pre1[k] = run += x[k];
+    double r1 = 0.0, r2 = 0.0;
+    for (int k = hi - 1; k >= lo; --k) {
+      suf1[k] = r1 += x[k];
+      suf2[k] = r2 += x[k] * x[k];
+    }
+    out.n_sim += int64_t(m) * (m - 1) / 2;
+    if (m < 2) continue;
+    // Same-grade pairs: sum_{i<j} (s_i - s_j)^2 = m * sum (s - group mean)^2.
+    const double group_mean = run / m;
+    double ss = 0.0;
+    for (int k = lo; k < hi; ++k) {
+      const double centred = x[k] - group_mean;
+      ss += centred * centred;
+      gsim[k] = 2.0 * m * centred;
+    }
+    sum_sim += m * ss;
+  }
+  out.n_dis = int64_t(n) * (n - 1) / 2 - out.n_sim;
+  const double cd = dis_factor(p, out.n_dis);
+  const double cs = sim_factor(p, out.n_sim);
+  for (int k = 0; k < n; ++k) gs[k] = cs * gsim[k];
+
+  double sum_dis = 0.0;
+  for (int c_hi = 1; c_hi < K; ++c_hi) {
+    const int h0 = start[c_hi], h1 = start[c_hi + 1];
+    for (int c_lo = 0; c_lo < c_hi; ++c_lo) {
+      const int l0 = start[c_lo], l1 = start[c_lo + 1];
+      if (h0 == h1 || l0 == l1) continue;
+      const double gap = grade_gap(c_hi - c_lo, inv_km1);
+      const double margin = pair_margin(p, gap), w = pair_weight(p, gap);
+      double block = 0.0;
+      for (int a = h0; a < h1; ++a) {  // the more severe side: its violating partners
+        const int j0 = l0 + int(first_violating_lo(&s[l0], l1 - l0, margin, s[a]));
+        if (j0 == l1) continue;
+        const ShiftedSums h = shifted_sums(margin - x[a], l1 - j0, suf1[j0], suf2[j0]);
+        block += h.sum_sq;
+        gs[a] -= cd * 2.0 * w * h.sum;
+      }
+      sum_dis += w * block;
+      for (int b = l0; b < l1; ++b) {  // the less severe side
+        const int cnt = int(violating_hi_count(&s[h0], h1 - h0, margin, s[b]));
+        if (cnt == 0) continue;
+        gs[b] += cd * 2.0 * w * (cnt * (margin + x[b]) - pre1[h0 + cnt - 1]);
+      }
+    }
+  }
+  for (int k = 0; k < n; ++k) g[pos[k]] += gs[k];
+  out.loss = cd * sum_dis + cs * sum_sim;
+  return out;
+}
+
 // A pair as positions (a < b) in the task's list of valid samples; since that
 // list is in batch order, ordering positions orders batch rows the same way.
 struct Pair {
@@ -167,13 +272,36 @@ struct Pair {
 // pair indices in lexicographic order, sorted. Buffered selection: a buffer of
 // 2k candidates is cut back to the k hardest whenever it fills, and the k-th
 // hardest then rejects most later candidates with one comparison: O(P) time on
-// average, O(k) memory.
+// average, O(k) memory. The result is the k first pairs of a total order, so
+// it does not depend on the order the pairs are visited in: per sample a, the
+// partners b > a are visited grade group by grade group, where the margin and
+// sign are constants and the hardness of a run of partners is a vectorisable
+// loop; only runs with a pair at least as hard as the k-th go through the
+// buffer.
 std::vector<int64_t> hardest_pairs(const LossParams& p, const TaskSamples& ts, int K, int64_t k) {
   if (k == 0) return {};
   const int n = ts.n();
   const double inv_km1 = 1.0 / double(K - 1);
-  // Larger key first; equal keys: smaller pair index, i.e. smaller a, then b.
+  // Samples grouped by grade, batch order kept within a group: the partners
+  // b > a of a group are then a suffix of it.
+  std::vector<int> start(K + 1, 0);
+  for (int a = 0; a < n; ++a) ++start[ts.y[a] + 1];
+  for (int c = 0; c < K; ++c) start[c + 1] += start[c];
+  std::vector<int> position(n);
+  std::vector<double> score(n);
+  {
+    std::vector<int> fill(start.begin(), start.end() - 1);
+    for (int a = 0; a < n; ++a) {
+      const int slot = fill[ts.y[a]]++;
+      position[slot] = a;
+      score[slot] = ts.s[a];
+    }
+  }
+  std::vector<int> next(start.begin(), start.end() - 1);  // per group: first member past a
+
+  // Larger hardness first; equal: smaller pair index, i.e. smaller a, then b.
   struct Hard {
+    double h;
     uint64_t key;
     int64_t index;
   };
@@ -182,25 +310,58 @@ std::vector<int64_t> hardest_pairs(const LossParams& p, const TaskSamples& ts, i
   };
   std::vector<Hard> buf;
   buf.reserve(2 * k);
-  auto keep_k = [&] {
-    std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), harder_first);
-    buf.resize(k);
-  };
   bool full = false;  // once true, buf[k - 1] is the k-th hardest pair so far
-  int64_t index = 0;
+  double threshold = -INFINITY;  // its hardness: harder or equal pairs may enter
+  auto consider = [&](double h, int64_t index) {
+    const Hard c{h, hardness_key(h), index};
+    if (full && !harder_first(c, buf[k - 1])) return;
+    buf.push_back(c);
+    if (int64_t(buf.size()) == 2 * k) {
+      std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), harder_first);
+      buf.resize(k);
+      full = true;
+      threshold = buf[k - 1].h;
+    }
+  };
+  // The hardness of a run of partners b of a, with the bits of mining_hardness:
+  // r * delta is exact for r = +-1, and m - x equals add_rn(m, -x).
+  constexpr int kChunk = 64;
+  auto scan = [&](int a, int lo, int hi, auto hardness) {
+    const int64_t row = pair_row_offset(n, a) - a - 1;  // + b: the index of pair (a, b)
+    const double* sc = score.data();
+    for (int b0 = lo; b0 < hi; b0 += kChunk) {
+      const int b1 = std::min(hi, b0 + kChunk);
+      const double bound = threshold;
+      int any = 0;
+#pragma omp simd reduction(| : any)
+      for (int b = b0; b < b1; ++b) any |= int(hardness(sc[b]) >= bound);
+      if (!any) continue;
+      for (int b = b0; b < b1; ++b) {
+        const double h = hardness(sc[b]);
+        if (h >= threshold) consider(h, row + position[b]);
+      }
+    }
+  };
   for (int a = 0; a < n; ++a) {
-    for (int b = a + 1; b < n; ++b, ++index) {
-      const double h = mining_hardness(p, ts.s[a], ts.s[b], ts.y[a] - ts.y[b], inv_km1);
-      const Hard c{hardness_key(h), index};
-      if (full && !harder_first(c, buf[k - 1])) continue;
-      buf.push_back(c);
-      if (int64_t(buf.size()) == 2 * k) {
-        keep_k();
-        full = true;
+    const double sa = ts.s[a];
+    const int ya = ts.y[a];
+    for (int c = 0; c < K; ++c) {
+      int& lo = next[c];
+      while (lo < start[c + 1] && position[lo] <= a) ++lo;
+      if (lo == start[c + 1]) continue;
+      const int d = ya - c;
+      if (d == 0) {
+        scan(a, lo, start[c + 1], [sa](double sb) { return std::fabs(sa - sb); });
+      } else {
+        const double m = mining_margin(p, d, inv_km1), r = d > 0 ? 1.0 : -1.0;
+        scan(a, lo, start[c + 1], [sa, m, r](double sb) { return m - r * (sa - sb); });
       }
     }
   }
-  if (int64_t(buf.size()) > k) keep_k();
+  if (int64_t(buf.size()) > k) {
+    std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), harder_first);
+    buf.resize(k);
+  }
   std::vector<int64_t> out;
   out.reserve(buf.size());
   for (const Hard& c : buf) out.push_back(c.index);
@@ -210,17 +371,19 @@ std::vector<int64_t> hardest_pairs(const LossParams& p, const TaskSamples& ts, i
 
 // k pair indices drawn uniformly without replacement from the P pairs that are
 // not in `hard` (sorted), by Floyd's algorithm on the task's Philox stream; sorted.
+// The drawn ranks live in an open-addressing table (csrc/pair_select.h, as on
+// CUDA): no allocation per draw.
 std::vector<int64_t> random_pairs(int64_t P, const std::vector<int64_t>& hard, int64_t k,
                                   uint64_t seed, int task) {
   const int64_t M = P - int64_t(hard.size());
-  std::unordered_set<int64_t> drawn;
-  drawn.reserve(2 * k);
+  const int64_t cap = hash_capacity(k);
+  std::vector<int64_t> drawn(cap, -1);
   std::vector<int64_t> ranks;
   ranks.reserve(k);
   for (int64_t j = M - k; j < M; ++j) {
-    const int64_t r = int64_t(uniform_below(mining_random(seed, task, uint64_t(j)), uint64_t(j + 1)));
-    const int64_t pick = drawn.insert(r).second ? r : j;
-    if (pick == j) drawn.insert(j);
+    const int64_t r = floyd_draw(seed, task, j);
+    const int64_t pick = hash_insert(drawn.data(), cap, r) ? r : j;
+    if (pick == j) hash_insert(drawn.data(), cap, j);
     ranks.push_back(pick);
   }
   std::sort(ranks.begin(), ranks.end());
@@ -303,7 +466,10 @@ TaskLoss task_loss(const LossParams& p, const TaskSamples& ts, int K, int64_t ma
                    double hard_fraction, uint64_t seed, int task, double* g) {
   const int64_t n = ts.n();
   if (n < 2) return {};
-  if (max_pairs == -1 || n * (n - 1) / 2 <= max_pairs) return all_pairs_loss<F>(p, ts, K, g);
+  if (max_pairs == -1 || n * (n - 1) / 2 <= max_pairs) {
+    if (F == PairFn::SquaredHinge && n >= sorted_pairs_min_n()) return sorted_hinge_loss(p, ts, K, g);
+    return all_pairs_loss<F>(p, ts, K, g);
+  }
   const std::vector<Pair> kept = select_pairs(p, ts, K, max_pairs, hard_fraction, seed, task);
   return kept_pairs_loss<F>(p, ts, K, kept, g);
 }

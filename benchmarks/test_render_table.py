@@ -1,0 +1,25 @@
+"""The README's benchmark tables are the rendering of the committed results."""
+import json
+import pathlib
+
+from render_table import BLOCK, RESULTS, render, update_readme
+
+README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_tables_match_the_committed_results(tmp_path):
+    text = README.read_text()
+    files = [m.group("file") for m in BLOCK.finditer(text)]
+    assert {"cpu-pairwise_rank_loss.json", "cpu-augmentation.json", "cpu-thresholds.json"} <= set(files)
+    copy = tmp_path / "README.md"
+    copy.write_text(text)
+    assert update_readme(copy) == len(files)
+    assert copy.read_text() == text, "README tables are stale: run python benchmarks/render_table.py --readme README.md"
+
+
+def test_loss_table_has_memory_ratios_and_every_case():
+    data = json.loads((RESULTS / "cpu-pairwise_rank_loss.json").read_text())
+    table = render(RESULTS / "cpu-pairwise_rank_loss.json")
+    for bench in data["benchmarks"]:
+        assert f"| {bench['extra_info']['B']} | cpu |" in table
+    assert "host_pairs / fused" in table and " MB)" in table and "×" in table
