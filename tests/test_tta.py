@@ -94,6 +94,24 @@ def test_results_do_not_depend_on_thread_count():
     assert torch.equal(*outs)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_large_output_with_unaligned_rows_matches_reference(dtype):
+    # 21 MB and 42 MB: outputs of 16 MB and more are streamed
+    # (csrc/cpu/streaming_writes.h). Rows of 127 elements start off 16-byte
+    # boundaries; the shifts put fill before, after and instead of rows and slices.
+    vol = volume((2 if dtype == torch.float16 else 1, 1, 15, 96, 161), dtype, seed=5)
+    grid = {"shifts_h": (-40, 0, 40), "shifts_w": (-45, 0, 45), "shifts_d": (-2, 0, 2)}
+    expected = ref.tta_views(vol, (12, 64, 127), fill=-1.5, **grid)
+    assert expected.nbytes >= 16 << 20
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            assert torch.equal(se.tta_views(vol, (12, 64, 127), fill=-1.5, **grid), expected)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_non_contiguous_input():
     base = volume((2, 3, 40, 30, 9), seed=4)
     vol = base.permute(0, 4, 1, 2, 3)  # (2, 9, 3, 40, 30), not contiguous

@@ -2,6 +2,8 @@
 //
 // Every output row is one contiguous run of an input row with fill on either
 // side, so a row is two fills and one copy: no per-element index math.
+// Fresh page faults, not the copy, dominate the time of a large output: see
+// cpu/huge_pages.h and cpu/streaming_writes.h.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -9,20 +11,43 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "augmentation_args.h"
 #include "cpu/huge_pages.h"
+#include "cpu/streaming_writes.h"
 
 namespace spinerank {
 namespace {
 
+// A run of one output row, written with ordinary or non-temporal stores.
+template <bool kStream, typename scalar_t>
+void fill_run(scalar_t* out, int64_t n, scalar_t value) {
+  if (n <= 0) return;
+  if constexpr (kStream) {
+    stream_fill(out, n, value);
+  } else {
+    std::fill_n(out, n, value);
+  }
+}
+
+template <bool kStream, typename scalar_t>
+void copy_run(const scalar_t* src, int64_t n, scalar_t* out) {
+  if (n <= 0) return;
+  if constexpr (kStream) {
+    stream_copy_bytes(out, src, size_t(n) * sizeof(scalar_t));
+  } else {
+    std::copy_n(src, n, out);
+  }
+}
+
 // Output slice k (h x w) of one view of one (sample, channel) volume (D x H x W).
-template <typename scalar_t>
+template <bool kStream, typename scalar_t>
 void tta_slice(const scalar_t* volume, scalar_t* out, const CropGeometry& g, const TtaView& view,
                int64_t k, scalar_t fill) {
   const int64_t z = source_slice(g, view.flip, view.dz, k);
   if (!in_range(z, g.D)) {
-    std::fill_n(out, g.h * g.w, fill);
+    fill_run<kStream>(out, g.h * g.w, fill);
     return;
   }
   const scalar_t* slice = volume + z * g.H * g.W;
@@ -33,13 +58,13 @@ void tta_slice(const scalar_t* volume, scalar_t* out, const CropGeometry& g, con
   for (int64_t i = 0; i < g.h; ++i, out += g.w) {
     const int64_t y = tta_source_row(g, view, i);
     if (!in_range(y, g.H)) {
-      std::fill_n(out, g.w, fill);
+      fill_run<kStream>(out, g.w, fill);
       continue;
     }
     const scalar_t* row = slice + y * g.W;
-    std::fill(out, out + j_lo, fill);
-    std::copy(row + (x_first + j_lo), row + (x_first + j_hi), out + j_lo);
-    std::fill(out + j_hi, out + g.w, fill);
+    fill_run<kStream>(out, j_lo, fill);
+    copy_run<kStream>(row + (x_first + j_lo), j_hi - j_lo, out + j_lo);
+    fill_run<kStream>(out + j_hi, g.w - j_hi, fill);
   }
 }
 
@@ -58,6 +83,9 @@ at::Tensor tta_views_cpu(const at::Tensor& vol, c10::IntArrayRef out_size,
   // Tasks are output slices in the output's order: each thread writes one
   // contiguous range, which keeps first-touch page faults and writes local.
   // (Grouping the slices that read the same input slice was measured slower.)
+  // A thread faults in its whole range of a large output, then streams into it
+  // (cpu/streaming_writes.h).
+  const bool stream = out.nbytes() >= kStreamingMinBytes;
   const int64_t slices = N * V * C * g.d;
   const int64_t slice_size = g.h * g.w;
   // ~32K elements per task: enough to amortise waking a thread.
@@ -67,7 +95,8 @@ at::Tensor tta_views_cpu(const at::Tensor& vol, c10::IntArrayRef out_size,
     scalar_t* o = out.data_ptr<scalar_t>();
     const scalar_t fill_value = static_cast<scalar_t>(fill);
     const int64_t volume_size = g.D * g.H * g.W;
-    at::parallel_for(0, slices, grain, [&](int64_t begin, int64_t end) {
+    // Slices [begin, end) of the output, in order.
+    auto write_slices = [&](auto streaming, int64_t begin, int64_t end) {
       for (int64_t s = begin; s < end; ++s) {
         // s = ((n * V + v) * C + ch) * d + k.
         const int64_t k = s % g.d;
@@ -75,8 +104,18 @@ at::Tensor tta_views_cpu(const at::Tensor& vol, c10::IntArrayRef out_size,
         const int64_t ch = nvc % C;
         const int64_t v = (nvc / C) % V;
         const int64_t n = nvc / C / V;
-        tta_slice(in + (n * C + ch) * volume_size, o + s * slice_size, g, tta_view(grid, v), k,
-                  fill_value);
+        tta_slice<decltype(streaming)::value>(in + (n * C + ch) * volume_size, o + s * slice_size,
+                                              g, tta_view(grid, v), k, fill_value);
+      }
+    };
+    at::parallel_for(0, slices, grain, [&](int64_t begin, int64_t end) {
+      scalar_t* first = o + begin * slice_size;
+      const size_t bytes = size_t(end - begin) * size_t(slice_size) * sizeof(scalar_t);
+      if (stream && populate_for_streaming(first, bytes)) {
+        write_slices(std::true_type{}, begin, end);
+        stream_fence();
+      } else {
+        write_slices(std::false_type{}, begin, end);
       }
     });
   });
