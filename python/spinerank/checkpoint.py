@@ -1,4 +1,4 @@
-"""Atomic file writes: a checkpoint, a log or a volume is either the old file or
+"""Atomic file writes (and JSON-safe values for them): a checkpoint, a log or a volume is either the old file or
 the new one, never a truncated mix, whatever kills the process (temp file in the
 same folder, fsync, rename).
 
@@ -6,6 +6,7 @@ torch is imported only by the checkpoint functions: the synthetic-cohort workers
 use the writers here without paying for it."""
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 import tempfile
@@ -28,6 +29,18 @@ def atomic_write(path: str | pathlib.Path, write, durable: bool = True) -> None:
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def json_safe(value):
+    """NaN and infinities (a metric of a task without labels) -> None, in nested
+    dicts and lists, so the JSON written stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def atomic_write_text(path: str | pathlib.Path, text: str) -> None:

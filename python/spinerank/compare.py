@@ -17,7 +17,7 @@ import time
 
 from . import config as config_lib
 from . import methods as methods_lib
-from .checkpoint import atomic_write_text
+from .checkpoint import atomic_write_text, json_safe
 
 #: (key in metrics.json's aggregate, column title, larger is better)
 COLUMNS = (("balanced_accuracy", "BA", True), ("roc_auc", "ROC-AUC", True), ("qwk", "QWK", True),
@@ -75,17 +75,9 @@ def compare(data: str, out: str, methods=("ce", "spinerank"), preset: str | None
     summary = {"data": str(data), "tta": tta, "methods": table,
                "volumes": next(iter(results.values()))["volumes"] if results else 0,
                "seconds": round(time.perf_counter() - started, 1)}
-    atomic_write_text(out / "comparison.json", json.dumps(_finite(summary), indent=2) + "\n")
+    atomic_write_text(out / "comparison.json", json.dumps(json_safe(summary), indent=2) + "\n")
     atomic_write_text(out / "comparison.md", comparison_markdown(summary))
     return summary
-
-
-def _finite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
 
 
 def comparison_markdown(summary: dict) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import calibrate as calibrate_lib
 from . import metrics as metrics_lib
-from .checkpoint import atomic_write_text
+from .checkpoint import atomic_write_text, json_safe
 from .inference import Predictions, Predictor
 
 
@@ -47,16 +47,6 @@ def borderline(scores: np.ndarray, std: np.ndarray, thresholds: list[np.ndarray]
             gap = np.abs(scores[:, t, None] - np.asarray(tau)[None, :]).min(1)
             out[:, t] = gap <= std[:, t]
     return out
-
-
-def _json(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json(v) for v in value]
-    return value
 
 
 def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path | None = None,
@@ -114,7 +104,7 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
     flags = borderline(predictions.scores, predictions.std, thresholds)
     atomic_write_text(out / "predictions.csv", predictions_csv(rows, tasks.names, grades, predictions, predicted, flags))
     result["seconds"] = round(time.perf_counter() - started, 2)
-    atomic_write_text(out / "metrics.json", json.dumps(_json(result), indent=2) + "\n")
+    atomic_write_text(out / "metrics.json", json.dumps(json_safe(result), indent=2) + "\n")
     if report:
         from .report import write_report
 

@@ -28,8 +28,13 @@ def _pyplot():
     return plt
 
 
-def _grid(n: int, cols: int = 4):
-    return math.ceil(n / cols), min(n, cols)
+def _task_axes(plt, n: int, width: float, height: float, cols: int = 4):
+    """A figure with one subplot per task (the spare ones hidden) and those subplots."""
+    rows, cols = math.ceil(n / cols), min(n, cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat[:n])
 
 
 def _fmt(value, digits=3) -> str:
@@ -38,13 +43,9 @@ def _fmt(value, digits=3) -> str:
 
 def plot_scores_by_grade(path, scores, grades, thresholds, tasks, scale):
     plt = _pyplot()
-    rows, cols = _grid(len(tasks))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = _task_axes(plt, len(tasks), 3.2, 2.6)
     rng = np.random.default_rng(0)
-    for t, ax in enumerate(axes.flat):
-        if t >= len(tasks):
-            ax.axis("off")
-            continue
+    for t, ax in enumerate(axes):
         K = tasks.num_grades[t]
         keep = grades[:, t] >= 0
         y, s = grades[keep, t], scores[keep, t]
@@ -103,12 +104,8 @@ def plot_severity_strip(path, dataset, scores, grades, tasks):
 
 def plot_confusion(path, grades, predicted, tasks):
     plt = _pyplot()
-    rows, cols = _grid(len(tasks))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 2.6 * rows), squeeze=False)
-    for t, ax in enumerate(axes.flat):
-        if t >= len(tasks):
-            ax.axis("off")
-            continue
+    fig, axes = _task_axes(plt, len(tasks), 2.8, 2.6)
+    for t, ax in enumerate(axes):
         K = tasks.num_grades[t]
         keep = grades[:, t] >= 0
         confusion = np.zeros((K, K), dtype=int)

@@ -33,7 +33,7 @@ import spinerank_ext
 from . import config as config_lib
 from . import distributed, methods
 from .augmentation import TrainAugment, centre_crop, swap_flipped
-from .checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write, atomic_write_text, json_safe, load_checkpoint, save_checkpoint
 from .data import DiscDataset, class_weights, load_or_make_splits, read_labels, split_rows
 from .methods import weighted_cross_entropy  # noqa: F401 (its home before methods.py)
 from .metrics import balanced_accuracy, fixed_thresholds, grades_from_scores, quadratic_weighted_kappa
@@ -45,17 +45,6 @@ CHECKPOINT_VERSION = 1
 def _seed(*parts: int) -> int:
     """A 63-bit seed from several ints (run seed, phase, epoch, stream)."""
     return int(np.random.SeedSequence(list(parts)).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-def _json_safe(value):
-    """NaN (a metric of a task without labels) -> None, so metrics.jsonl stays valid JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 @dataclasses.dataclass
@@ -265,7 +254,7 @@ class Trainer:
                 self._save_model("best_phase1.pt" if state.phase == 1 else "best.pt", state, metric)
             else:
                 state.since_best += 1
-            self.history.append(_json_safe({
+            self.history.append(json_safe({
                 "phase": state.phase, "epoch": state.epoch, "train_loss": train_loss, "selection_metric": metric,
                 **val, "lr": [g["lr"] for g in optimizer.param_groups],
                 "seconds": round(time.perf_counter() - started, 3)}))
