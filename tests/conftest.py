@@ -78,3 +78,19 @@ def tiny_config(data, out, **overrides):
                     aug_shift_h=2, aug_shift_w=2, aug_slice_shift=1, progress=False)
     settings.update(overrides)
     return config_lib.resolve("paper", None, **settings)
+
+
+def whole_and_resumed(cohort, tmp_path, interrupt_after, **settings):
+    """Two tiny runs with the same settings: one uninterrupted, one killed after
+    ``interrupt_after`` epochs and resumed from last.pt. Returns both trainers."""
+    import pytest
+
+    from spinerank.train import Trainer
+
+    whole = Trainer(tiny_config(cohort, tmp_path / "whole", **settings))
+    whole.run()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(cohort, tmp_path / "split", **settings)).run(interrupt_after=interrupt_after)
+    resumed = Trainer(tiny_config(cohort, tmp_path / "split", **settings))
+    resumed.run(resume=True)
+    return whole, resumed

@@ -5,7 +5,7 @@ import re
 
 import pytest
 import torch
-from conftest import tiny_config, write_cohort
+from conftest import tiny_config, whole_and_resumed, write_cohort
 
 from spinerank.cli import main
 from spinerank.train import Trainer, weighted_cross_entropy
@@ -47,14 +47,8 @@ def test_weighted_cross_entropy_matches_a_plain_computation():
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(cohort, tmp_path):
-    settings = dict(epochs_phase1=2, epochs_phase2=2, max_pairs=30)
-    whole = Trainer(tiny_config(cohort, tmp_path / "whole", **settings))
-    whole.run()
     # Killed after 3 epochs (the middle of phase 2), then resumed from last.pt.
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(tiny_config(cohort, tmp_path / "split", **settings)).run(interrupt_after=3)
-    resumed = Trainer(tiny_config(cohort, tmp_path / "split", **settings))
-    resumed.run(resume=True)
+    whole, resumed = whole_and_resumed(cohort, tmp_path, 3, epochs_phase1=2, epochs_phase2=2, max_pairs=30)
     a, b = whole.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731

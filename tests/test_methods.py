@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_config, write_cohort
+from conftest import tiny_config, whole_and_resumed, write_cohort
 
 import spinerank_ext
 from spinerank import methods
@@ -248,13 +248,8 @@ def test_cli_method_flags_and_errors(cohort, tmp_path, capsys, ce_source):
 
 
 def test_init_phase1_run_resumes_to_the_same_end(cohort, tmp_path, ce_source):
-    settings = dict(method="spinerank", init_phase1=str(ce_source), epochs_phase2=2, max_pairs=20)
-    whole = Trainer(tiny_config(cohort, tmp_path / "whole", **settings))
-    whole.run()
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(tiny_config(cohort, tmp_path / "split", **settings)).run(interrupt_after=1)
-    resumed = Trainer(tiny_config(cohort, tmp_path / "split", **settings))
-    resumed.run(resume=True)
+    whole, resumed = whole_and_resumed(cohort, tmp_path, 1, method="spinerank", init_phase1=str(ce_source),
+                                       epochs_phase2=2, max_pairs=20)
     a, b = whole.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [(h["phase"], h["epoch"]) for h in resumed.history] == [(2, 1), (2, 2)]

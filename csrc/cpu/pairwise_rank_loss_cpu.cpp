@@ -47,6 +47,28 @@ struct TaskSamples {
   int n() const { return int(s.size()); }
 };
 
+// A task's samples grouped by grade with a counting sort, batch order kept
+// within a group: group c holds positions start[c] .. start[c + 1] - 1, pos[k]
+// is the sample at position k and s[k] its score.
+struct GradeGroups {
+  std::vector<int> start, pos;
+  std::vector<double> s;
+};
+
+GradeGroups group_by_grade(const TaskSamples& ts, int K) {
+  const int n = ts.n();
+  GradeGroups gg{std::vector<int>(K + 1, 0), std::vector<int>(n), std::vector<double>(n)};
+  for (int a = 0; a < n; ++a) ++gg.start[ts.y[a] + 1];
+  for (int c = 0; c < K; ++c) gg.start[c + 1] += gg.start[c];
+  std::vector<int> fill(gg.start.begin(), gg.start.end() - 1);
+  for (int a = 0; a < n; ++a) {
+    const int k = fill[ts.y[a]]++;
+    gg.pos[k] = a;
+    gg.s[k] = ts.s[a];
+  }
+  return gg;
+}
+
 // Tasks per thread: all of them (no thread pool) when the batch has too little
 // work to pay for waking the pool (~10 us on 2 cores). A mined pair costs
 // ~20 ns (selection), an all-pairs pair ~0.5 ns.
@@ -103,20 +125,11 @@ TaskLoss all_pairs_loss(const LossParams& p, const TaskSamples& ts, int K, doubl
   const int n = ts.n();
   const double inv_km1 = 1.0 / double(K - 1);
 
-  // Counting sort by grade: group c holds positions start[c] .. start[c+1]-1.
-  std::vector<int> start(K + 1, 0);
-  for (int a = 0; a < n; ++a) ++start[ts.y[a] + 1];
-  for (int c = 0; c < K; ++c) start[c + 1] += start[c];
-  std::vector<int> pos(n);
-  std::vector<double> s(n), gs(n, 0.0);
-  {
-    std::vector<int> fill(start.begin(), start.end() - 1);
-    for (int a = 0; a < n; ++a) {
-      const int k = fill[ts.y[a]]++;
-      pos[k] = a;
-      s[k] = ts.s[a];
-    }
-  }
+  const GradeGroups gg = group_by_grade(ts, K);
+  const std::vector<int>& start = gg.start;
+  const std::vector<int>& pos = gg.pos;
+  const std::vector<double>& s = gg.s;
+  std::vector<double> gs(n, 0.0);
 
   TaskLoss out;
   for (int c = 0; c < K; ++c) {
@@ -179,14 +192,9 @@ TaskLoss sorted_hinge_loss(const LossParams& p, const TaskSamples& ts, int K, do
   const int n = ts.n();
   const double inv_km1 = 1.0 / double(K - 1);
 
-  std::vector<int> start(K + 1, 0);
-  for (int a = 0; a < n; ++a) ++start[ts.y[a] + 1];
-  for (int c = 0; c < K; ++c) start[c + 1] += start[c];
-  std::vector<int> pos(n);
-  {
-    std::vector<int> fill(start.begin(), start.end() - 1);
-    for (int a = 0; a < n; ++a) pos[fill[ts.y[a]]++] = a;
-  }
+  GradeGroups gg = group_by_grade(ts, K);
+  const std::vector<int>& start = gg.start;
+  std::vector<int>& pos = gg.pos;
   for (int c = 0; c < K; ++c) {
     // Equal scores may land in any order: only sums over runs are used, and
     // the test below never splits equal scores.
@@ -284,19 +292,10 @@ std::vector<int64_t> hardest_pairs(const LossParams& p, const TaskSamples& ts, i
   const double inv_km1 = 1.0 / double(K - 1);
   // Samples grouped by grade, batch order kept within a group: the partners
   // b > a of a group are then a suffix of it.
-  std::vector<int> start(K + 1, 0);
-  for (int a = 0; a < n; ++a) ++start[ts.y[a] + 1];
-  for (int c = 0; c < K; ++c) start[c + 1] += start[c];
-  std::vector<int> position(n);
-  std::vector<double> score(n);
-  {
-    std::vector<int> fill(start.begin(), start.end() - 1);
-    for (int a = 0; a < n; ++a) {
-      const int slot = fill[ts.y[a]]++;
-      position[slot] = a;
-      score[slot] = ts.s[a];
-    }
-  }
+  const GradeGroups gg = group_by_grade(ts, K);
+  const std::vector<int>& start = gg.start;
+  const std::vector<int>& position = gg.pos;
+  const std::vector<double>& score = gg.s;
   std::vector<int> next(start.begin(), start.end() - 1);  // per group: first member past a
 
   // Larger hardness first; equal: smaller pair index, i.e. smaller a, then b.
