@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import os
 import pathlib
@@ -55,54 +56,59 @@ def _global_batch(step, size):
 
 
 def _worker(rank, world, batch, threads, global_pairs, width, warmup, repeats, init_file, out_file):
-    import spinerank_ext
-    from spinerank.model import SpineRankNet
-
     torch.set_num_threads(threads)
     if world > 1:
         torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                                              world_size=world, timeout=datetime.timedelta(seconds=300))
     try:
-        torch.manual_seed(0)
-        model = SpineRankNet(list(TASK_KS), width=width)
-        step_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-        loss_fn = spinerank_ext.PairwiseRankLoss(TASK_KS, generator=0, global_pairs=global_pairs)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        times, pairs = [], []
-        for step in range(warmup + repeats):
-            volumes, grades = _global_batch(step, world * batch)
-            rows = slice(rank * batch, (rank + 1) * batch)  # rank order = the single process's order
-            volumes, grades = volumes[rows], grades[rows]
-            if world > 1:
-                torch.distributed.barrier()
-            start = time.perf_counter()
-            scores = step_model(volumes)["scores"]
-            loss = loss_fn(scores, grades)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            seconds = _slowest(time.perf_counter() - start, world)
-            count = torch.tensor(float(loss_fn.last_counts.sum()), dtype=torch.float64)
-            if world > 1 and not global_pairs:  # every rank's own pairs
-                torch.distributed.all_reduce(count)
-            if step >= warmup:
-                times.append(seconds)
-                pairs.append(int(count))
-        # The loss alone (forward and backward, with the gather), the ranks started together.
-        scores = scores.detach().requires_grad_()
-        loss_times = []
-        for _ in range(max(repeats, 5)):
-            if world > 1:
-                torch.distributed.barrier()
-            start = time.perf_counter()
-            loss_fn(scores, grades).backward()
-            loss_times.append(_slowest(time.perf_counter() - start, world))
-        if rank == 0:
-            pathlib.Path(out_file).write_text(json.dumps(dict(
-                step_s=statistics.median(times), loss_s=statistics.median(loss_times), pairs=pairs)))
+        _measure(rank, world, batch, global_pairs, width, warmup, repeats, out_file)
     finally:
         if world > 1:
+            gc.collect()  # DDP's reference cycles hold the group: see spinerank.distributed.session
             torch.distributed.destroy_process_group()
+
+
+def _measure(rank, world, batch, global_pairs, width, warmup, repeats, out_file):
+    import spinerank_ext
+    from spinerank.model import SpineRankNet
+
+    torch.manual_seed(0)
+    model = SpineRankNet(list(TASK_KS), width=width)
+    step_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    loss_fn = spinerank_ext.PairwiseRankLoss(TASK_KS, generator=0, global_pairs=global_pairs)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    times, pairs = [], []
+    for step in range(warmup + repeats):
+        volumes, grades = _global_batch(step, world * batch)
+        rows = slice(rank * batch, (rank + 1) * batch)  # rank order = the single process's order
+        volumes, grades = volumes[rows], grades[rows]
+        if world > 1:
+            torch.distributed.barrier()
+        start = time.perf_counter()
+        scores = step_model(volumes)["scores"]
+        loss = loss_fn(scores, grades)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seconds = _slowest(time.perf_counter() - start, world)
+        count = torch.tensor(float(loss_fn.last_counts.sum()), dtype=torch.float64)
+        if world > 1 and not global_pairs:  # every rank's own pairs
+            torch.distributed.all_reduce(count)
+        if step >= warmup:
+            times.append(seconds)
+            pairs.append(int(count))
+    # The loss alone (forward and backward, with the gather), the ranks started together.
+    scores = scores.detach().requires_grad_()
+    loss_times = []
+    for _ in range(max(repeats, 5)):
+        if world > 1:
+            torch.distributed.barrier()
+        start = time.perf_counter()
+        loss_fn(scores, grades).backward()
+        loss_times.append(_slowest(time.perf_counter() - start, world))
+    if rank == 0:
+        pathlib.Path(out_file).write_text(json.dumps(dict(
+            step_s=statistics.median(times), loss_s=statistics.median(loss_times), pairs=pairs)))
 
 
 def _slowest(seconds, world):

@@ -8,6 +8,7 @@ and --resume finishes it. Every process is bounded by a timeout.
 """
 import csv
 import datetime
+import gc
 import json
 import os
 import pathlib
@@ -92,41 +93,46 @@ def _worker(rank, init_file, out_dir):
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                                          world_size=WORLD, timeout=datetime.timedelta(seconds=60))
     try:
-        results = {}
-        for index, (name, sizes, max_pairs, kind) in enumerate(CASES):
-            x, grades = _case_data(index, sizes)
-            start = sum(sizes[:rank])
-            rows = slice(start, start + sizes[rank])
-            model = torch.nn.parallel.DistributedDataParallel(_model())
-            loss_fn = spinerank_ext.PairwiseRankLoss(KS, max_pairs=max_pairs, generator=_generator(kind, rank),
-                                                     global_pairs=True)
-            results[name] = _run_case(model, loss_fn, x[rows], grades[rows])
-        # Ranks that disagree on T all get the same error instead of a hang.
-        scores = torch.zeros(3, 3 if rank == 0 else 2, dtype=torch.float64)
-        try:
-            spinerank_ext.PairwiseRankLoss(3, global_pairs=True)(scores, torch.zeros_like(scores, dtype=torch.long))
-            results["mismatch"] = None
-        except ValueError as exc:
-            results["mismatch"] = str(exc)
-        # float32 scores and int32 grades travel exactly (packed into one float64 message).
-        scores, grades = _float32_batch()
-        rows = slice(0, 3) if rank == 0 else slice(3, 7)
-        results["gather_float32"] = _distributed.gather_batch(scores[rows], grades[rows], None)[:2]
-        # What the trainer asks of the process group.
-        context = distributed.context()
-        results["context"] = (context.rank, context.world_size, context.is_main)
-        results["mean"] = context.mean(float(rank + 1))
-        results["on_main"] = context.on_main(lambda: {"computed_by": torch.distributed.get_rank()})
-
-        def failing():
-            raise ValueError("val volume unreadable")
-        try:
-            context.on_main(failing)
-        except Exception as exc:
-            results["on_main_error"] = (type(exc).__name__, str(exc))
-        torch.save(results, pathlib.Path(out_dir) / f"rank{rank}.pt")
+        _check_cases(rank, out_dir)
     finally:
+        gc.collect()  # DDP's reference cycles hold the group: see spinerank.distributed.session
         torch.distributed.destroy_process_group()
+
+
+def _check_cases(rank, out_dir):
+    results = {}
+    for index, (name, sizes, max_pairs, kind) in enumerate(CASES):
+        x, grades = _case_data(index, sizes)
+        start = sum(sizes[:rank])
+        rows = slice(start, start + sizes[rank])
+        model = torch.nn.parallel.DistributedDataParallel(_model())
+        loss_fn = spinerank_ext.PairwiseRankLoss(KS, max_pairs=max_pairs, generator=_generator(kind, rank),
+                                                 global_pairs=True)
+        results[name] = _run_case(model, loss_fn, x[rows], grades[rows])
+    # Ranks that disagree on T all get the same error instead of a hang.
+    scores = torch.zeros(3, 3 if rank == 0 else 2, dtype=torch.float64)
+    try:
+        spinerank_ext.PairwiseRankLoss(3, global_pairs=True)(scores, torch.zeros_like(scores, dtype=torch.long))
+        results["mismatch"] = None
+    except ValueError as exc:
+        results["mismatch"] = str(exc)
+    # float32 scores and int32 grades travel exactly (packed into one float64 message).
+    scores, grades = _float32_batch()
+    rows = slice(0, 3) if rank == 0 else slice(3, 7)
+    results["gather_float32"] = _distributed.gather_batch(scores[rows], grades[rows], None)[:2]
+    # What the trainer asks of the process group.
+    context = distributed.context()
+    results["context"] = (context.rank, context.world_size, context.is_main)
+    results["mean"] = context.mean(float(rank + 1))
+    results["on_main"] = context.on_main(lambda: {"computed_by": torch.distributed.get_rank()})
+
+    def failing():
+        raise ValueError("val volume unreadable")
+    try:
+        context.on_main(failing)
+    except Exception as exc:
+        results["on_main_error"] = (type(exc).__name__, str(exc))
+    torch.save(results, pathlib.Path(out_dir) / f"rank{rank}.pt")
 
 
 def _spawn(target, args, timeout=180):
