@@ -5,6 +5,7 @@
 #include <ATen/ops/mul.h>
 #include <torch/library.h>
 
+#include "mining_table_threshold.h"
 #include "sorted_pairs_threshold.h"
 
 TORCH_LIBRARY(spinerank_ext, m) {
@@ -43,6 +44,10 @@ TORCH_LIBRARY(spinerank_ext, m) {
   // CPU; sets it when n >= 0 and returns the previous value. For tests and
   // benchmarks, see csrc/sorted_pairs_threshold.h.
   m.def("_sorted_pairs_min_n(int n) -> int", &spinerank::exchange_sorted_pairs_min_n);
+  // The largest task (pairs) whose hardest pairs mining selects from a table
+  // of every pair's hardness on CPU; same convention, see
+  // csrc/mining_table_threshold.h.
+  m.def("_mining_table_max_pairs(int n) -> int", &spinerank::exchange_mining_table_max_pairs);
 }
 
 namespace {

@@ -1,5 +1,6 @@
 """Hard-pair mining: the hard part against the reference, the random part's
 counts, determinism and uniformity, and the loss on the kept pairs."""
+import contextlib
 import math
 
 import pytest
@@ -161,3 +162,70 @@ def test_reference_mining_accepts_every_generator_kind():
     assert torch.equal(a, ref.mined_pairs(scores, grades, 4, generator=5, **kw))
     assert torch.equal(a, ref.mined_pairs(scores, grades, 4, generator=torch.Generator().manual_seed(5), **kw))
     assert ref.mined_pairs(scores, grades, 4, generator=None, **kw).shape == (2, 30, 2)
+
+
+# The hardest pairs are selected from a table of every pair's hardness for
+# tasks of at most _mining_table_max_pairs() pairs, by the buffered selection
+# above that; both must keep exactly the same pairs.
+ops = torch.ops.spinerank_ext
+TABLE, BUFFERED = 2**62, 0  # caps that force one selection for every task
+
+
+@contextlib.contextmanager
+def selection(cap):
+    before = ops._mining_table_max_pairs(cap)
+    try:
+        yield
+    finally:
+        ops._mining_table_max_pairs(before)
+
+
+def test_table_cap_op_sets_and_returns_the_previous_value():
+    default = ops._mining_table_max_pairs(-1)
+    assert default == 2**18
+    assert ops._mining_table_max_pairs(7) == default
+    assert ops._mining_table_max_pairs(-1) == 7
+    assert ops._mining_table_max_pairs(default) == 7
+
+
+def random_mining_case(case):
+    """A batch of 2..199 samples, 3 tasks (K = 2..5), scores with many ties,
+    float32 on a 0..10 scale or tiny float64 ones; any max_pairs and hard_fraction."""
+    g = torch.Generator().manual_seed(case)
+    B = int(torch.randint(2, 200, (1,), generator=g))
+    ks = [int(k) for k in torch.randint(2, 6, (3,), generator=g)]
+    kind = case % 3
+    if kind == 0:
+        scores = torch.randint(0, 4, (B, 3), generator=g).double()  # hardness ties everywhere
+    elif kind == 1:
+        scores = (torch.rand(B, 3, generator=g) * 10).float()
+    else:
+        scores = torch.randn(B, 3, generator=g).double() * 1e-3
+    grades = torch.stack([torch.randint(-1, k, (B,), generator=g) for k in ks], 1)
+    max_pairs = int(torch.randint(1, max(2, B * B // 4), (1,), generator=g))
+    hard_fraction = float(torch.rand(1, generator=g))
+    return scores, grades, ks, dict(max_pairs=max_pairs, hard_fraction=hard_fraction, generator=case)
+
+
+# 283, 333 and 439: the table's first bound (a sample quantile) has fewer than
+# k pairs at or above it and is lowered.
+@pytest.mark.parametrize("case", list(range(0, 600, 15)) + [283, 333, 439])
+def test_table_and_buffered_selections_keep_the_same_pairs(case):
+    scores, grades, ks, kw = random_mining_case(case)
+    with selection(TABLE):
+        table = se.mined_pairs(scores, grades, ks, **kw)
+        table_loss = se.pairwise_rank_loss(scores, grades, ks, **kw)
+    with selection(BUFFERED):
+        buffered = se.mined_pairs(scores, grades, ks, **kw)
+        buffered_loss = se.pairwise_rank_loss(scores, grades, ks, **kw)
+    assert torch.equal(table, buffered)
+    assert torch.equal(table_loss, buffered_loss)
+
+
+@pytest.mark.parametrize("cap", [TABLE, BUFFERED])
+def test_both_selections_match_the_reference_hard_part(cap):
+    scores, grades = make_batch(90, (4, 5, 2), seed=3, missing=0.1)
+    kw = dict(max_pairs=700, hard_fraction=1.0)
+    with selection(cap):
+        assert torch.equal(se.mined_pairs(scores, grades, (4, 5, 2), **kw),
+                           ref.mined_pairs(scores, grades, (4, 5, 2), **kw))

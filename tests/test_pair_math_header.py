@@ -38,6 +38,9 @@ def select_emulation(tmp_path_factory):
     (2, 3, 1, 0.7, 512), (30, 5, 50, 0.7, 512), (30, 4, 435, 0.7, 512), (30, 4, 434, 0.5, 64),
     (45, 4, 100, 0.0, 32), (45, 4, 100, 1.0, 32), (80, 3, 900, 0.7, 64), (120, 5, 3000, 0.3, 512),
     (200, 4, 150, 0.7, 512),
+    # The CPU op's other paths: Floyd's set as a hash table (many candidates,
+    # few draws) and the buffered hard selection (P above mining_table_max_pairs).
+    (420, 4, 12, 0.5, 512), (760, 3, 300, 0.7, 512),
 ])
 @pytest.mark.parametrize("seed", [0, 12345])
 def test_device_selection_algorithm_picks_the_cpu_pairs(select_emulation, n, K, max_pairs, hard_fraction,

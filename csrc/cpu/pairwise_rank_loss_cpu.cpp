@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "pair_math.h"
@@ -23,18 +24,26 @@
 #include "pairwise_rank_loss_args.h"
 #include "pairwise_rank_loss_values.h"
 #include "sorted_pairs.h"
+#include "mining_table_threshold.h"
 #include "sorted_pairs_threshold.h"
 
 namespace spinerank {
 
 namespace {
 std::atomic<int64_t> sorted_pairs_threshold{kSortedPairsMinN};
+std::atomic<int64_t> mining_table_cap{kMiningTableMaxPairs};
 }  // namespace
 
 int64_t sorted_pairs_min_n() { return sorted_pairs_threshold.load(std::memory_order_relaxed); }
 
 int64_t exchange_sorted_pairs_min_n(int64_t n) {
   return n < 0 ? sorted_pairs_min_n() : sorted_pairs_threshold.exchange(n);
+}
+
+int64_t mining_table_max_pairs() { return mining_table_cap.load(std::memory_order_relaxed); }
+
+int64_t exchange_mining_table_max_pairs(int64_t n) {
+  return n < 0 ? mining_table_max_pairs() : mining_table_cap.exchange(n);
 }
 
 namespace {
@@ -368,6 +377,136 @@ std::vector<int64_t> hardest_pairs(const LossParams& p, const TaskSamples& ts, i
   return out;
 }
 
+// The k hardest pairs as hardest_pairs defines them, for tasks whose P pairs'
+// hardness fits in a table (P <= mining_table_max_pairs()): every pair's
+// hardness is written in pair-index order; a sample's quantile gives a bound
+// that at least k pairs reach (checked, lowered if not), leaving a few hundred
+// candidates; a histogram of the candidates narrows the k-th largest hardness v
+// down to one bucket, where it is selected exactly. One pass over the
+// candidates in index order then keeps the pairs harder than v and the first
+// ones equal to v: the result comes out sorted, ties broken by the smaller index.
+// Per-thread scratch of hardest_pairs_table, kept between calls (at most
+// mining_table_max_pairs() entries): a fresh allocation of this size is
+// page-faulted in on every call, which cost more than the selection itself at
+// P = 130k on the project's machine.
+struct TableScratch {
+  std::unique_ptr<double[]> hard;
+  std::unique_ptr<int[]> cand;
+  int64_t size = 0;
+};
+TableScratch& table_scratch(int64_t P) {
+  thread_local TableScratch scratch;
+  if (scratch.size < P) {
+    scratch.hard.reset(new double[P]);
+    scratch.cand.reset(new int[P]);
+    scratch.size = P;
+  }
+  return scratch;
+}
+
+std::vector<int64_t> hardest_pairs_table(const LossParams& p, const TaskSamples& ts, int K,
+                                         int64_t k) {
+  if (k == 0) return {};
+  const int n = ts.n();
+  const int64_t P = int64_t(n) * (n - 1) / 2;
+  const double inv_km1 = 1.0 / double(K - 1);
+  // The hardness of pair (a, b) with the bits of mining_hardness (as in
+  // hardest_pairs), branch-free so that the loop over b vectorises: with
+  // c = y_a, h = max(lin[c][b] - sgn[c][b] * delta, same[c][b] + delta).
+  // The first term is m - r * delta for ordinal pairs (r * delta is exact for
+  // r = +-1) and -delta for similar ones; the second is delta for similar
+  // pairs and -inf otherwise. So h = |delta| or m - r * delta.
+  std::vector<double> margin(2 * K - 1, 0.0);  // by d = c - y_b, at K - 1 + d
+  for (int d = 1 - K; d < K; ++d)
+    if (d != 0) margin[K - 1 + d] = mining_margin(p, d, inv_km1);
+  std::vector<double> lin(size_t(K) * n), sgn(size_t(K) * n), same(size_t(K) * n);
+  for (int c = 0; c < K; ++c)
+    for (int b = 0; b < n; ++b) {
+      const int d = c - ts.y[b];
+      lin[size_t(c) * n + b] = margin[K - 1 + d];
+      sgn[size_t(c) * n + b] = d < 0 ? -1.0 : 1.0;
+      same[size_t(c) * n + b] = d == 0 ? 0.0 : -INFINITY;
+    }
+  TableScratch& scratch = table_scratch(P);
+  double* const hard = scratch.hard.get();
+  {
+    const double* s = ts.s.data();
+    double* h = hard;
+    for (int a = 0; a < n; ++a) {
+      const double sa = s[a];
+      const size_t c = size_t(ts.y[a]) * n;
+      const double* __restrict m = lin.data() + c;
+      const double* __restrict r = sgn.data() + c;
+      const double* __restrict z = same.data() + c;
+      double* __restrict out = h - (a + 1);
+      for (int b = a + 1; b < n; ++b) {
+        const double delta = sa - s[b];
+        const double ordinal = m[b] - r[b] * delta, similar = z[b] + delta;
+        out[b] = ordinal < similar ? similar : ordinal;
+      }
+      h += n - a - 1;
+    }
+  }
+  // The bound: the sample value two standard deviations past the k / P
+  // fraction, so that usually a single pass finds >= k pairs at least as hard.
+  constexpr int64_t kSample = 256;
+  const int64_t S = std::min(P, kSample);
+  std::vector<double> sample(S);
+  for (int64_t i = 0; i < S; ++i) sample[i] = hard[i * P / S];
+  const double expected = double(k) * double(S) / double(P);
+  int* const cand = scratch.cand.get();
+  int64_t C = 0;
+  double bound = -INFINITY;
+  for (int64_t rank = int64_t(expected + 2.0 * std::sqrt(expected) + 2.0);; rank = 2 * rank + 1) {
+    bound = -INFINITY;  // past the sample's end only -inf is certain
+    if (rank < S) {
+      std::nth_element(sample.begin(), sample.begin() + rank, sample.end(), std::greater<double>());
+      bound = sample[rank];
+    }
+    C = 0;
+    for (int64_t q = 0; q < P; ++q) {  // branch-free compaction
+      cand[C] = int(q);
+      C += hard[q] >= bound;
+    }
+    if (C >= k) break;
+  }
+  std::vector<double> value(C);
+  for (int64_t i = 0; i < C; ++i) value[i] = hard[cand[i]];
+  // Histogram of the candidates over [bound, max]: the bucket function is
+  // monotone in h, so the k-th largest value lies in the bucket where the
+  // count from the top reaches k.
+  double top = bound;
+  for (int64_t i = 0; i < C; ++i) top = std::max(top, value[i]);
+  const double lo = std::isfinite(bound) ? bound : *std::min_element(value.begin(), value.begin() + C);
+  constexpr int kBuckets = 256;
+  const double scale = top > lo ? double(kBuckets) / (top - lo) : 0.0;
+  auto bucket = [&](double h) {
+    const double x = (h - lo) * scale;
+    return x >= double(kBuckets - 1) ? kBuckets - 1 : int(x);
+  };
+  std::vector<int64_t> count(kBuckets, 0);
+  for (int64_t i = 0; i < C; ++i) ++count[bucket(value[i])];
+  int64_t above = 0;  // candidates in buckets above the k-th largest's
+  int pick = kBuckets - 1;
+  while (above + count[pick] < k) above += count[pick--];
+  std::vector<double> in_bucket;
+  in_bucket.reserve(count[pick]);
+  for (int64_t i = 0; i < C; ++i)
+    if (bucket(value[i]) == pick) in_bucket.push_back(value[i]);
+  const int64_t r = k - above - 1;  // v is the r-th largest (0-based) in the bucket
+  std::nth_element(in_bucket.begin(), in_bucket.begin() + r, in_bucket.end(), std::greater<double>());
+  const double v = in_bucket[r];
+  int64_t ties = k - above;  // the number of pairs equal to v to keep
+  for (const double h : in_bucket) ties -= h > v;
+  std::vector<int64_t> out;
+  out.reserve(k);
+  for (int64_t i = 0; i < C; ++i) {
+    const double h = value[i];
+    if (h > v || (h == v && ties-- > 0)) out.push_back(cand[i]);
+  }
+  return out;
+}
+
 // k pair indices drawn uniformly without replacement from the P pairs that are
 // not in `hard` (sorted), by Floyd's algorithm on the task's Philox stream; sorted.
 // The drawn ranks live in an open-addressing table (csrc/pair_select.h, as on
@@ -375,17 +514,36 @@ std::vector<int64_t> hardest_pairs(const LossParams& p, const TaskSamples& ts, i
 std::vector<int64_t> random_pairs(int64_t P, const std::vector<int64_t>& hard, int64_t k,
                                   uint64_t seed, int task) {
   const int64_t M = P - int64_t(hard.size());
-  const int64_t cap = hash_capacity(k);
-  std::vector<int64_t> drawn(cap, -1);
+  // The draws do not depend on each other: computed first, they overlap in
+  // the pipeline (Philox is a chain of dependent multiplies).
+  std::vector<int64_t> draws(k);
+  for (int64_t i = 0; i < k; ++i) draws[i] = floyd_draw(seed, task, M - k + i);
   std::vector<int64_t> ranks;
   ranks.reserve(k);
-  for (int64_t j = M - k; j < M; ++j) {
-    const int64_t r = floyd_draw(seed, task, j);
-    const int64_t pick = hash_insert(drawn.data(), cap, r) ? r : j;
-    if (pick == j) hash_insert(drawn.data(), cap, j);
-    ranks.push_back(pick);
+  const int64_t words = (M + 63) / 64;
+  if (words <= 4 * k + 1024) {
+    // Few candidates: the set is a bitmap over the M ranks, read out in order
+    // (no sort), for less than sorting the k ranks would cost.
+    std::vector<uint64_t> taken(words, 0);
+    for (int64_t i = 0; i < k; ++i) {
+      int64_t r = draws[i];
+      if (taken[r >> 6] >> (r & 63) & 1) r = M - k + i;
+      taken[r >> 6] |= uint64_t(1) << (r & 63);
+    }
+    for (int64_t w = 0; w < words; ++w)
+      for (uint64_t bits = taken[w]; bits; bits &= bits - 1)
+        ranks.push_back(64 * w + __builtin_ctzll(bits));
+  } else {
+    const int64_t cap = hash_capacity(k);
+    std::vector<int64_t> drawn(cap, -1);
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t j = M - k + i, r = draws[i];
+      const int64_t pick = hash_insert(drawn.data(), cap, r) ? r : j;
+      if (pick == j) hash_insert(drawn.data(), cap, j);
+      ranks.push_back(pick);
+    }
+    std::sort(ranks.begin(), ranks.end());
   }
-  std::sort(ranks.begin(), ranks.end());
   // The r-th pair not in `hard` is r + (number of hard pairs before it).
   size_t h = 0;
   for (int64_t& r : ranks) {
@@ -411,7 +569,9 @@ std::vector<Pair> select_pairs(const LossParams& p, const TaskSamples& ts, int K
     return all;
   }
   const int64_t k_hard = hard_pair_count(max_pairs, hard_fraction);
-  const std::vector<int64_t> hard = hardest_pairs(p, ts, K, k_hard);
+  const std::vector<int64_t> hard = P <= mining_table_max_pairs()
+                                        ? hardest_pairs_table(p, ts, K, k_hard)
+                                        : hardest_pairs(p, ts, K, k_hard);
   const std::vector<int64_t> drawn = random_pairs(P, hard, max_pairs - k_hard, seed, task);
   std::vector<int64_t> kept(hard.size() + drawn.size());
   std::merge(hard.begin(), hard.end(), drawn.begin(), drawn.end(), kept.begin());
