@@ -472,12 +472,12 @@ std::vector<int64_t> hardest_pairs_table(const LossParams& p, const TaskSamples&
   }
   std::vector<double> value(C);
   for (int64_t i = 0; i < C; ++i) value[i] = hard[cand[i]];
-  // Histogram of the candidates over [bound, max]: the bucket function is
-  // monotone in h, so the k-th largest value lies in the bucket where the
-  // count from the top reaches k.
-  double top = bound;
-  for (int64_t i = 0; i < C; ++i) top = std::max(top, value[i]);
-  const double lo = std::isfinite(bound) ? bound : *std::min_element(value.begin(), value.begin() + C);
+  // Histogram of the candidates over [bound, the sample's largest value]
+  // (larger values go to the last bucket): the bucket function is monotone in
+  // h, so the k-th largest value lies in the bucket where the count from the
+  // top reaches k.
+  const double top = *std::max_element(sample.begin(), sample.end());
+  const double lo = std::isfinite(bound) ? bound : *std::min_element(value.begin(), value.end());
   constexpr int kBuckets = 256;
   const double scale = top > lo ? double(kBuckets) / (top - lo) : 0.0;
   auto bucket = [&](double h) {
@@ -498,12 +498,15 @@ std::vector<int64_t> hardest_pairs_table(const LossParams& p, const TaskSamples&
   const double v = in_bucket[r];
   int64_t ties = k - above;  // the number of pairs equal to v to keep
   for (const double h : in_bucket) ties -= h > v;
-  std::vector<int64_t> out;
-  out.reserve(k);
+  std::vector<int64_t> out(k + 1);  // + 1: the branch-free loop writes one past the last kept
+  int64_t kept = 0;
   for (int64_t i = 0; i < C; ++i) {
-    const double h = value[i];
-    if (h > v || (h == v && ties-- > 0)) out.push_back(cand[i]);
+    const bool tie = value[i] == v, keep = value[i] > v || (tie && ties > 0);
+    out[kept] = cand[i];
+    kept += keep;
+    ties -= tie && keep;
   }
+  out.resize(k);
   return out;
 }
 
