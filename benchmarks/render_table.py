@@ -54,7 +54,9 @@ def machine_line(data):
     """Where and how the numbers were measured: the GPU for CUDA-event timings, else the CPU."""
     machine = data["machine_info"]
     load = machine.get("load_average")
-    load_text = f", load average {load[0]:.2f} at the start" if load else ""
+    # pytest-benchmark asks for the machine info when it writes the results: the
+    # figure includes the benchmark's own load.
+    load_text = f", 1-minute load average {load[0]:.2f} at the end of the run" if load else ""
     if machine.get("gpu") and "cpu_model" not in machine:
         return (f"Machine: {machine['gpu']} ({machine.get('gpu_memory_gib', '?')} GiB), CUDA "
                 f"{machine.get('cuda', '?')}, torch {machine.get('torch', '?')}, Python "
