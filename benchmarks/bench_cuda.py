@@ -5,7 +5,11 @@
 
 Each case times one training step of the loss (forward and backward), T = 11
 tasks of the default task table, float32, 20% missing grades; all pairs, or
-mined (max_pairs = 4 B per task, hard_fraction = 0.7). Timing: CUDA events
+mined (max_pairs = 4 B per task, hard_fraction = 0.7). On CUDA, all pairs
+also with each path forced (``fused_direct``: the pair kernel, ``fused_sorted``:
+the sorted path, see torch.ops.spinerank_ext._cuda_sorted_min_batch), which
+measures where the op should switch, and the fused op alone at B = 16384 and
+65536, where the references cannot run. Timing: CUDA events
 around each step after a warm-up, median of the repeats. A baseline that runs
 out of memory is recorded as such. Every fused result is first checked against
 the reference where the reference fits.
@@ -34,6 +38,7 @@ from spinerank_ext import reference  # noqa: E402
 
 TASK_KS = (5, 4, 4, 3, 4, 4, 4, 4, 4, 4, 4)
 SIZES = (32, 512, 4096, 8192)
+LARGE_SIZES = (16384, 65536)  # fused only, both paths
 
 
 def batch(B, seed=0, device="cuda"):
@@ -66,33 +71,48 @@ def median_seconds(step, warmup, repeats, device="cuda"):
     return statistics.median(times)
 
 
-def cases(sizes):
+def forced(path):
+    """The fused loss with the CUDA op's all-pairs path forced ("direct" or "sorted")."""
+    def loss(*args, **kwargs):
+        before = torch.ops.spinerank_ext._cuda_sorted_min_batch(0 if path == "sorted" else 2**62)
+        try:
+            return se.pairwise_rank_loss(*args, **kwargs)
+        finally:
+            torch.ops.spinerank_ext._cuda_sorted_min_batch(before)
+    return loss
+
+
+def cases(sizes, device="cuda", large_sizes=()):
     compiled = torch.compile(reference.pairwise_rank_loss, dynamic=False)
     impls = {"fused": se.pairwise_rank_loss, "reference": reference.pairwise_rank_loss,
              "reference_compiled": compiled}
+    paths = {"fused_direct": forced("direct"), "fused_sorted": forced("sorted")} if device == "cuda" else {}
     for B in sizes:
-        for impl, fn in impls.items():
+        for impl, fn in {**impls, **paths}.items():
             yield B, "all", impl, fn, {}
         for impl in ("fused", "reference"):  # compiled mining: data-dependent shapes
             yield B, f"mined {4 * B}", impl, impls[impl], dict(max_pairs=4 * B, hard_fraction=0.7, generator=0)
+    for B in large_sizes:
+        for impl, fn in {"fused": se.pairwise_rank_loss, **paths}.items():
+            yield B, "all", impl, fn, {}
 
 
-def check(B, kwargs, device="cuda"):
+def check(B, kwargs, device="cuda", fused=se.pairwise_rank_loss):
     """The fused gradient against the reference's on the same pairs."""
     scores, grades = batch(B, seed=1, device=device)
     pairs = se.mined_pairs(scores, grades, TASK_KS, **kwargs) if kwargs else None
     expected = scores.detach().double().requires_grad_()
     reference.pairwise_rank_loss(expected, grades, TASK_KS, pairs=pairs).backward()
-    se.pairwise_rank_loss(scores, grades, TASK_KS, **kwargs).backward()
+    fused(scores, grades, TASK_KS, **kwargs).backward()
     torch.testing.assert_close(scores.grad.double(), expected.grad, rtol=1e-4, atol=1e-5)
 
 
-def run(sizes=SIZES, warmup=10, repeats=50, device="cuda"):
+def run(sizes=SIZES, warmup=10, repeats=50, device="cuda", large_sizes=()):
     cuda = device == "cuda"
     results = []
-    for B, pairs, impl, fn, kwargs in cases(sizes):
-        if impl == "fused" and B <= 512:
-            check(B, kwargs, device)
+    for B, pairs, impl, fn, kwargs in cases(sizes, device, large_sizes):
+        if impl.startswith("fused") and B <= 512:
+            check(B, kwargs, device, fn)
         scores, grades = batch(B, device=device)
 
         def step():
@@ -132,7 +152,7 @@ def main():
     if not torch.cuda.is_available():
         sys.exit("bench_cuda.py needs a CUDA GPU")
     data = {"machine_info": machine_info(), "datetime": datetime.datetime.now().isoformat(),
-            "benchmarks": run(args.sizes, repeats=args.repeats)}
+            "benchmarks": run(args.sizes, repeats=args.repeats, large_sizes=LARGE_SIZES)}
     pathlib.Path(args.out).write_text(json.dumps(data, indent=1) + "\n")
     print(f"wrote {args.out}")
 

@@ -19,7 +19,7 @@ import re
 from collections import defaultdict
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-LOSS_BASELINES = ("reference", "reference_compiled", "host_pairs")
+LOSS_BASELINES = ("reference", "reference_compiled", "host_pairs", "fused_direct", "fused_sorted")
 
 
 def fmt(seconds):

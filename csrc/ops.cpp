@@ -48,6 +48,13 @@ TORCH_LIBRARY(spinerank_ext, m) {
   // of every pair's hardness on CPU; same convention, see
   // csrc/mining_table_threshold.h.
   m.def("_mining_table_max_pairs(int n) -> int", &spinerank::exchange_mining_table_max_pairs);
+  // The CUDA backend's sorted all-pairs path (squared hinge) with its per-row
+  // pass run as a CPU loop: tests check the device path against the CPU
+  // kernels without a GPU (csrc/sorted_pairs_generic.h). CPU only; no
+  // autograd; bad values give NaN instead of raising.
+  m.def("_sorted_hinge_generic(Tensor scores, Tensor grades, int[] num_grades, float scale, "
+        "float margin_base, float margin_scale, float lambda_dis, float lambda_sim, bool severity_weight, "
+        "str task_reduction) -> (Tensor, Tensor, Tensor)");
 }
 
 namespace {

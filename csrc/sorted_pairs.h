@@ -17,9 +17,11 @@
 // scores themselves.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "hd.h"
+#include "pair_math.h"
 
 namespace spinerank {
 
@@ -66,6 +68,91 @@ struct ShiftedSums {
 SPINERANK_HD ShiftedSums shifted_sums(double u, int64_t cnt, double s1, double s2) {
   const double c = double(cnt);
   return {c * u + s1, c * u * u + 2.0 * u * s1 + s2};
+}
+
+// ---------------------------------------------------------------------------
+// One sorted row at a time: the device-generic form of the sorted path
+// (csrc/sorted_pairs_generic.h), where every (task, sorted position) is
+// computed on its own, by a CUDA thread or a CPU loop.
+
+// A task's samples sorted by (grade, score) with the sums that the formulas
+// above need, all (T, B) row-major: group c of task t holds positions
+// start[t][c] .. start[t][c + 1] - 1; missing samples form the last group
+// (grade kmax) and are skipped.
+struct SortedRows {
+  const double* s;        // sorted scores (the violation test sees the raw scores)
+  const double* x;        // the same, centred on the task mean (0 for missing samples)
+  const double* cum1;     // inclusive prefix sums of x along the row
+  const double* cum2;     // inclusive prefix sums of x^2
+  const int64_t* y;       // group of each sorted position
+  const int64_t* start;   // (T, kmax + 2) group starts
+  const int64_t* ks;      // (T,) K_t
+  const double* cd;       // (T,) lambda_dis / max(1, n_dis)
+  const double* cs;       // (T,) lambda_sim / max(1, n_sim)
+  double* g;              // out: d loss_t / d s at each sorted position
+  double* l;              // out: the position's share of loss_t
+  int8_t* bad;            // out: a non-finite score (grades >= K_t are checked by the caller)
+  int64_t B, T, kmax;
+};
+
+SPINERANK_HD bool finite_score(double v) {
+#if defined(__CUDA_ARCH__)
+  return isfinite(v);
+#else
+  return std::isfinite(v);
+#endif
+}
+
+// Sum of v over positions [i, j) of a row from its inclusive prefix sums.
+SPINERANK_HD double range_sum(const double* cum, int64_t i, int64_t j) {
+  return i >= j ? 0.0 : cum[j - 1] - (i > 0 ? cum[i - 1] : 0.0);
+}
+
+// Position k of task t: its similar pairs in closed form (the group's
+// variance), the violating partners in every lower group (this sample as the
+// more severe side: it also carries those pairs' loss) and in every higher
+// group (gradient only), exactly as sorted_hinge_loss on the CPU.
+SPINERANK_HD void sorted_hinge_row(const SortedRows& r, const LossParams& p, int64_t t, int64_t k) {
+  const int64_t row = t * r.B;
+  const int64_t* start = r.start + t * (r.kmax + 2);
+  const int64_t c = r.y[row + k];
+  const int64_t K = r.ks[t];
+  double g = 0.0, l = 0.0;
+  int8_t bad = 0;
+  if (c < r.kmax) {
+    const double* s = r.s + row;
+    const double* cum1 = r.cum1 + row;
+    const double* cum2 = r.cum2 + row;
+    const double s_k = s[k], x_k = r.x[row + k];
+    bad = !finite_score(s_k);
+    const double cd = r.cd[t], cs = r.cs[t];
+    const double inv_km1 = 1.0 / double(K - 1);
+    const int64_t m = start[c + 1] - start[c];
+    const double centred = x_k - range_sum(cum1, start[c], start[c + 1]) / double(m);
+    l += cs * double(m) * centred * centred;
+    g += cs * 2.0 * double(m) * centred;
+    for (int64_t c2 = 0; c2 < K && c2 < r.kmax; ++c2) {
+      if (c2 == c) continue;
+      const int64_t g0 = start[c2], g1 = start[c2 + 1];
+      if (g0 == g1) continue;
+      const double gap = grade_gap(int(c > c2 ? c - c2 : c2 - c), inv_km1);
+      const double margin = pair_margin(p, gap), w = pair_weight(p, gap);
+      if (c2 < c) {  // this sample is the more severe side
+        const int64_t j0 = g0 + first_violating_lo(s + g0, g1 - g0, margin, s_k);
+        if (j0 == g1) continue;
+        const ShiftedSums h = shifted_sums(margin - x_k, g1 - j0, range_sum(cum1, j0, g1), range_sum(cum2, j0, g1));
+        l += cd * w * h.sum_sq;
+        g -= cd * 2.0 * w * h.sum;
+      } else {
+        const int64_t cnt = violating_hi_count(s + g0, g1 - g0, margin, s_k);
+        if (cnt == 0) continue;
+        g += cd * 2.0 * w * (double(cnt) * (margin + x_k) - range_sum(cum1, g0, g0 + cnt));
+      }
+    }
+  }
+  r.g[row + k] = g;
+  r.l[row + k] = l;
+  r.bad[row + k] = bad;
 }
 
 }  // namespace spinerank

@@ -56,3 +56,14 @@ def _augment_fake(vol, params, out_size):
     _validate.augment_params(vol, params)
     N, C = vol.shape[:2]
     return vol.new_empty((N, C, d, h, w)), vol.new_empty((N,), dtype=torch.bool)
+
+
+@torch.library.register_fake("spinerank_ext::_sorted_hinge_generic")
+def _sorted_hinge_generic_fake(scores, grades, num_grades, scale, margin_base, margin_scale, lambda_dis,
+                               lambda_sim, severity_weight, task_reduction):
+    # The CUDA sorted path run on the CPU, for tests (csrc/sorted_pairs_generic.h).
+    _validate.scores_and_grades(scores, grades)
+    _validate.num_grades_tuple(list(num_grades), scores.shape[1])
+    B, T = scores.shape
+    loss = scores.new_empty((T,) if task_reduction == "none" else ())
+    return loss, scores.new_empty((B, T)), scores.new_empty((T, 2), dtype=torch.long)

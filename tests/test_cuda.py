@@ -232,3 +232,42 @@ def test_bad_arguments_on_cuda():
                                "squared_hinge", 1.0, -1, 0.7, "mean", None)
     with pytest.raises(ValueError, match="at most 4096 grades"):
         se.pairwise_rank_loss(scores[:, :1], grades[:, :1], [5000])
+
+
+# The sorted all-pairs path (squared hinge) that the CUDA op takes for large
+# batches; _cuda_sorted_min_batch moves its threshold so that small batches
+# take it too. The same code without the kernel: test_sorted_pairs_generic.py.
+@pytest.fixture
+def cuda_sorted_path():
+    before = ops._cuda_sorted_min_batch(0)
+    yield
+    ops._cuda_sorted_min_batch(before)
+
+
+@cuda_only
+@pytest.mark.parametrize("B", [1, 2, 17, 700, 5000])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sorted_path_on_cuda_matches_cpu(cuda_sorted_path, B, reduction, dtype):
+    scores, grades = make_batch(B, TASK_KS, seed=B, dtype=dtype)
+    scores = scores * 3.0 + 1e3 if dtype == torch.float64 else scores
+    l_cpu, g_cpu, c_cpu = loss_and_grad(scores, grades, TASK_KS, task_reduction=reduction)
+    l_gpu, g_gpu, c_gpu = loss_and_grad(scores.to(CUDA), grades.to(CUDA), TASK_KS, task_reduction=reduction)
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(l_gpu.cpu(), l_cpu, **tol)
+    torch.testing.assert_close(g_gpu.cpu(), g_cpu, **tol)
+    assert torch.equal(c_gpu.cpu(), c_cpu)
+
+
+@cuda_only
+def test_sorted_path_on_cuda_at_the_default_threshold_and_bad_values(cuda_sorted_path):
+    scores, grades = make_batch(20000, TASK_KS, seed=3, dtype=torch.float32, device=CUDA)
+    ops._cuda_sorted_min_batch(16384)  # the default: B = 20000 takes the sorted path
+    loss, g, counts = loss_and_grad(scores, grades, TASK_KS, task_reduction="none")
+    l_cpu, g_cpu, c_cpu = loss_and_grad(scores.cpu(), grades.cpu(), TASK_KS, task_reduction="none")
+    torch.testing.assert_close(loss.cpu(), l_cpu, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g.cpu(), g_cpu, rtol=1e-5, atol=1e-6)
+    grades[4, 2] = 4  # task 2 has K = 4: NaN there, without a sync
+    loss, g, _ = loss_and_grad(scores, grades, TASK_KS, task_reduction="none")
+    assert torch.isnan(loss[2]) and torch.isfinite(loss[[0, 1, 3]]).all()
+    assert torch.isnan(g[:, 2]).all() and torch.isfinite(g[:, 3]).all()

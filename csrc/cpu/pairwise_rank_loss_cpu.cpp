@@ -24,6 +24,7 @@
 #include "pairwise_rank_loss_args.h"
 #include "pairwise_rank_loss_values.h"
 #include "sorted_pairs.h"
+#include "sorted_pairs_generic.h"
 #include "mining_table_threshold.h"
 #include "sorted_pairs_threshold.h"
 
@@ -732,10 +733,22 @@ at::Tensor mined_pairs_cpu(const at::Tensor& scores, const at::Tensor& grades,
   return out;
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sorted_hinge_generic_cpu(
+    const at::Tensor& scores, const at::Tensor& grades, c10::IntArrayRef num_grades, double scale,
+    double margin_base, double margin_scale, double lambda_dis, double lambda_sim,
+    bool severity_weight, c10::string_view task_reduction) {
+  check_scores_grades(scores, grades, num_grades);
+  const LossParams p = make_loss_params(scale, margin_base, margin_scale, lambda_dis, lambda_sim,
+                                        severity_weight, "squared_hinge", 1.0);
+  return sorted_hinge_loss_generic(scores, grades, num_grades, p, parse_task_reduction(task_reduction),
+                                   &sorted_rows_loop);
+}
+
 }  // namespace
 }  // namespace spinerank
 
 TORCH_LIBRARY_IMPL(spinerank_ext, CPU, m) {
+  m.impl("_sorted_hinge_generic", &spinerank::sorted_hinge_generic_cpu);
   m.impl("pairwise_rank_loss", &spinerank::pairwise_rank_loss_cpu);
   m.impl("mined_pairs", &spinerank::mined_pairs_cpu);
 }

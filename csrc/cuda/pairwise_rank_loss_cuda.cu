@@ -39,6 +39,7 @@
 #include <cub/block/block_scan.cuh>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -47,6 +48,7 @@
 #include "pair_select.h"
 #include "pairwise_rank_loss_args.h"
 #include "pairwise_rank_loss_values.h"
+#include "sorted_pairs_generic.h"
 
 namespace spinerank {
 namespace {
@@ -594,6 +596,38 @@ __global__ void __launch_bounds__(kRowThreads) kept_grad_kernel(
 }
 
 // ---------------------------------------------------------------------------
+// All pairs, large batches (squared hinge): the sorted path of
+// csrc/sorted_pairs_generic.h, O(G^2 B log B) per task instead of B^2. ATen
+// sorts and scans; this kernel is its per-row pass, one thread per (task,
+// sorted position).
+
+constexpr int kSortedRowThreads = 256;
+
+__global__ void __launch_bounds__(kSortedRowThreads) sorted_rows_kernel(SortedRows rows, LossParams p) {
+  const int64_t i = int64_t(blockIdx.x) * kSortedRowThreads + threadIdx.x;
+  if (i >= rows.T * rows.B) return;
+  sorted_hinge_row(rows, p, i / rows.B, i % rows.B);
+}
+
+void sorted_rows_cuda(const SortedRows& rows, const LossParams& p) {
+  const int64_t n = rows.T * rows.B;
+  const unsigned blocks = unsigned((n + kSortedRowThreads - 1) / kSortedRowThreads);
+  sorted_rows_kernel<<<blocks, kSortedRowThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(rows, p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// The smallest batch that takes the sorted path. NOT MEASURED: no GPU has run
+// this code yet. The direct kernel evaluates B^2 pairs per task, the sorted
+// path costs two segmented sorts and O(G log B) per sample, so the direct
+// kernel should win for small B; `make bench-cuda` times both (B = 65536 and
+// the op _cuda_sorted_min_batch) to put the measured crossover here.
+std::atomic<int64_t> cuda_sorted_min_batch{16384};
+
+int64_t exchange_cuda_sorted_min_batch(int64_t b) {
+  return b < 0 ? cuda_sorted_min_batch.load() : cuda_sorted_min_batch.exchange(b);
+}
+
+// ---------------------------------------------------------------------------
 // Host side.
 
 int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
@@ -756,6 +790,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_rank_loss_cuda(
   const unsigned chunks = unsigned((B + kRowThreads - 1) / kRowThreads);
   const dim3 rows_grid(chunks, unsigned(T));
 
+  if (max_pairs == -1 && p.pair_fn == PairFn::SquaredHinge && B >= cuda_sorted_min_batch.load()) {
+    return sorted_hinge_loss_generic(s, y, num_grades, p, reduction, &sorted_rows_cuda);
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "pairwise_rank_loss_cuda", [&] {
     if (max_pairs == -1) {
       const WorkspaceBuffers buffers = all_pairs_workspace(s, T, chunks);
@@ -814,6 +851,12 @@ at::Tensor mined_pairs_cuda(const at::Tensor& scores, const at::Tensor& grades,
 
 }  // namespace
 }  // namespace spinerank
+
+// Registered with the CUDA library: sets the smallest batch of the sorted
+// path (b >= 0) and returns the previous value; b < 0 only reads it.
+TORCH_LIBRARY_FRAGMENT(spinerank_ext, m) {
+  m.def("_cuda_sorted_min_batch(int b) -> int", &spinerank::exchange_cuda_sorted_min_batch);
+}
 
 TORCH_LIBRARY_IMPL(spinerank_ext, CUDA, m) {
   m.impl("pairwise_rank_loss", &spinerank::pairwise_rank_loss_cuda);
