@@ -13,6 +13,7 @@ saved gradient). For each n both paths run on the same input, interleaved three
 times; printed: the best time of each and the ratios. The path is forced with
 torch.ops.spinerank_ext._sorted_pairs_min_n / _mining_table_max_pairs.
 """
+import contextlib
 import sys
 import time
 
@@ -55,22 +56,28 @@ def compare(label_a, set_a, label_b, set_b, scores, grades, repeats, max_pairs=-
             f"{label_a} / {label_b} {', '.join(f'{r:.2f}' for r in sorted(ratios))}")
 
 
-def sorted_pairs(sizes):
-    default = ops._sorted_pairs_min_n(-1)
+@contextlib.contextmanager
+def restored(op):
+    """Puts a path threshold (op(-1) reads it, op(v) sets it) back afterwards."""
+    default = op(-1)
     try:
+        yield
+    finally:
+        op(default)
+
+
+def sorted_pairs(sizes):
+    with restored(ops._sorted_pairs_min_n):
         for n in sizes:
             scores, grades = batch(n)
             repeats = max(20, int(3e6 / n / n))
             line = compare("direct", lambda: ops._sorted_pairs_min_n(2**62), "sorted",
                            lambda: ops._sorted_pairs_min_n(0), scores, grades, repeats)
             print(f"n={n}: {line}", flush=True)
-    finally:
-        ops._sorted_pairs_min_n(default)
 
 
 def mining(sizes):
-    default = ops._mining_table_max_pairs(-1)
-    try:
+    with restored(ops._mining_table_max_pairs):
         for n in sizes:
             scores, grades = batch(n)
             repeats = max(10, int(1e6 / n / n))
@@ -78,8 +85,6 @@ def mining(sizes):
                 line = compare("table", lambda: ops._mining_table_max_pairs(2**62), "buffered",
                                lambda: ops._mining_table_max_pairs(0), scores, grades, repeats, max_pairs)
                 print(f"n={n} (P={n * (n - 1) // 2}), max_pairs={max_pairs}: {line}", flush=True)
-    finally:
-        ops._mining_table_max_pairs(default)
 
 
 def main(argv):

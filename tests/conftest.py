@@ -1,3 +1,4 @@
+import contextlib
 import os
 import pathlib
 import sys
@@ -17,6 +18,18 @@ import torch  # noqa: E402
 
 #: The default task table of SPEC §2.
 TASK_KS = (5, 4, 4, 3, 4, 4, 4, 4, 4, 4, 4)
+
+
+@contextlib.contextmanager
+def op_setting(op, value):
+    """Sets one of the ops' path thresholds (an op that sets a value and returns
+    the previous one, e.g. torch.ops.spinerank_ext._sorted_pairs_min_n) for the
+    block, and restores it."""
+    before = op(value)
+    try:
+        yield
+    finally:
+        op(before)
 
 
 def make_batch(B, ks, *, seed=0, dtype=torch.float64, missing=0.2, ties=True, device="cpu"):

@@ -13,7 +13,7 @@ import torch
 import spinerank_ext as se
 from spinerank_ext import reference
 
-from conftest import TASK_KS, make_batch
+from conftest import TASK_KS, make_batch, op_setting
 
 # SPINERANK_TEST_CUDA_AS=cpu runs these tests with "cpu" in place of "cuda": the
 # comparisons are then trivial, but the tests themselves are exercised without a GPU.
@@ -239,9 +239,8 @@ def test_bad_arguments_on_cuda():
 # take it too. The same code without the kernel: test_sorted_pairs_generic.py.
 @pytest.fixture
 def cuda_sorted_path():
-    before = ops._cuda_sorted_min_batch(0)
-    yield
-    ops._cuda_sorted_min_batch(before)
+    with op_setting(ops._cuda_sorted_min_batch, 0):
+        yield
 
 
 @cuda_only

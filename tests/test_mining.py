@@ -1,6 +1,5 @@
 """Hard-pair mining: the hard part against the reference, the random part's
 counts, determinism and uniformity, and the loss on the kept pairs."""
-import contextlib
 import math
 
 import pytest
@@ -9,7 +8,7 @@ import torch
 import spinerank_ext as se
 from spinerank_ext import reference as ref
 
-from conftest import TASK_KS, make_batch
+from conftest import TASK_KS, make_batch, op_setting
 
 
 def pair_set(pairs_t):
@@ -171,13 +170,8 @@ ops = torch.ops.spinerank_ext
 TABLE, BUFFERED = 2**62, 0  # caps that force one selection for every task
 
 
-@contextlib.contextmanager
 def selection(cap):
-    before = ops._mining_table_max_pairs(cap)
-    try:
-        yield
-    finally:
-        ops._mining_table_max_pairs(before)
+    return op_setting(ops._mining_table_max_pairs, cap)
 
 
 def test_table_cap_op_sets_and_returns_the_previous_value():

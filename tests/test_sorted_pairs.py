@@ -4,7 +4,6 @@ The op picks the path per task from its number of valid samples;
 ``torch.ops.spinerank_ext._sorted_pairs_min_n`` moves that threshold so that
 both paths run on the same input.
 """
-import contextlib
 import itertools
 
 import pytest
@@ -13,20 +12,15 @@ import torch
 import spinerank_ext as se
 from spinerank_ext import reference as ref
 
-from conftest import TASK_KS, make_batch
+from conftest import TASK_KS, make_batch, op_setting
 from test_op_registration import op_args, spread_scores
 
 ops = torch.ops.spinerank_ext
 SORTED, DIRECT = 0, 2**62  # thresholds that force one path for every task
 
 
-@contextlib.contextmanager
 def path(threshold):
-    before = ops._sorted_pairs_min_n(threshold)
-    try:
-        yield
-    finally:
-        ops._sorted_pairs_min_n(before)
+    return op_setting(ops._sorted_pairs_min_n, threshold)
 
 
 def loss_and_grad(fn, scores, grades, ks, **kw):
