@@ -573,7 +573,8 @@ std::vector<Pair> select_pairs(const LossParams& p, const TaskSamples& ts, int K
     return all;
   }
   const int64_t k_hard = hard_pair_count(max_pairs, hard_fraction);
-  const std::vector<int64_t> hard = P <= mining_table_max_pairs()
+  // The table indexes pairs with int: never past INT32_MAX, whatever the cap.
+  const std::vector<int64_t> hard = P <= std::min<int64_t>(mining_table_max_pairs(), INT32_MAX)
                                         ? hardest_pairs_table(p, ts, K, k_hard)
                                         : hardest_pairs(p, ts, K, k_hard);
   const std::vector<int64_t> drawn = random_pairs(P, hard, max_pairs - k_hard, seed, task);
