@@ -4,7 +4,9 @@
 // in a fixed order, so results do not depend on the number of threads. Scores
 // are accumulated in double whatever their dtype. No (B, B) or pair-list tensor
 // is allocated: one pass over a task's pairs accumulates the loss, the pair
-// counts and the per-sample gradient; mining holds O(max_pairs) candidates.
+// counts and the per-sample gradient. Mining keeps a per-thread table of every
+// pair's hardness for tasks of at most mining_table_max_pairs() pairs, and
+// O(max_pairs) candidates for larger ones.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -513,8 +515,9 @@ std::vector<int64_t> hardest_pairs_table(const LossParams& p, const TaskSamples&
 
 // k pair indices drawn uniformly without replacement from the P pairs that are
 // not in `hard` (sorted), by Floyd's algorithm on the task's Philox stream; sorted.
-// The drawn ranks live in an open-addressing table (csrc/pair_select.h, as on
-// CUDA): no allocation per draw.
+// The drawn ranks live in a bitmap over the candidates when they are few, else
+// in an open-addressing table (csrc/pair_select.h, as on CUDA) and are sorted:
+// the same set either way, no allocation per draw.
 std::vector<int64_t> random_pairs(int64_t P, const std::vector<int64_t>& hard, int64_t k,
                                   uint64_t seed, int task) {
   const int64_t M = P - int64_t(hard.size());
