@@ -6,12 +6,14 @@ without), so the thresholds match what they are applied to. The result is
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import time
 
 import numpy as np
 
+from . import provenance
 from . import thresholds as thresholds_lib
 from .checkpoint import atomic_write_text
 from .data import DiscDataset, load_or_make_splits, read_labels, split_rows
@@ -21,20 +23,33 @@ from .metrics import fixed_thresholds
 THRESHOLDS_FILE = "thresholds.json"
 
 
+def run_predictor(run: pathlib.Path, device: str, data: str | None = None) -> Predictor:
+    """The run's best model, pointed at its dataset: ``data`` (a dataset that
+    moved) or the folder the run recorded."""
+    predictor = Predictor(run / "best.pt", device=device)
+    c = predictor.config
+    predictor.config = dataclasses.replace(c, data=provenance.data_folder(c.data, data))
+    return predictor
+
+
 def split_dataset(predictor: Predictor, split: str) -> DiscDataset:
-    """One split of the run's dataset, one item per volume."""
+    """One split of the run's dataset, one item per volume; the dataset is checked
+    against the one the run was trained on (RUN/dataset.json)."""
     c = predictor.config
     rows = read_labels(c.data, predictor.tasks)
     splits = load_or_make_splits(c.data, rows, c.split_seed)
+    provenance.check(predictor.checkpoint.parent, provenance.fingerprint(c.data, rows, splits))
     return DiscDataset(c.data, split_rows(rows, splits)[split], predictor.tasks, c.volume_shape, mode="eval")
 
 
 def calibrate(run: str | pathlib.Path, tta: bool = True, method: str = "grid", objective: str = "composite",
-              device: str = "cpu", progress: bool = True, predictor: Predictor | None = None) -> dict:
-    """Fits and writes RUN/thresholds.json; returns its content."""
+              device: str = "cpu", progress: bool = True, predictor: Predictor | None = None,
+              data: str | None = None) -> dict:
+    """Fits and writes RUN/thresholds.json; returns its content. ``data``: the
+    run's dataset where it is now, if it moved."""
     run = pathlib.Path(run)
     started = time.perf_counter()
-    predictor = predictor or Predictor(run / "best.pt", device=device)
+    predictor = predictor or run_predictor(run, device, data)
     if not predictor.method.ranking:
         raise ValueError(f"{run} was trained with --method {predictor.method.name}, which grades with its "
                          "classifier; thresholds are for the ranking methods (ranknet, deeprank, spinerank)")

@@ -9,8 +9,24 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+import pickle
 import tempfile
 from typing import Any
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux:
+    /proc/self/status); elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | pathlib.Path, write, durable: bool = True) -> None:
@@ -20,6 +36,8 @@ def atomic_write(path: str | pathlib.Path, write, durable: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates the file 0600; a file written in place would get 0666 less the umask.
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             if durable:
@@ -54,12 +72,24 @@ def save_checkpoint(path: str | pathlib.Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | pathlib.Path, map_location="cpu") -> dict[str, Any]:
+    """A checkpoint's content, loaded with ``weights_only=True``: tensors and plain
+    Python data only. A checkpoint is a pickle, and unpickling an arbitrary object
+    can run code; such a file is refused before any of it runs."""
     import torch
 
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused an object, or the pickle is damaged
+        first = str(exc).strip().splitlines()
+        detail = next((line.strip() for line in first if "Unsupported" in line or "global" in line.lower()),
+                      first[-1].strip() if first else "")
+        raise ValueError(f"checkpoint {path} was refused: it holds more than tensors and plain data "
+                         f"(loading it could run code), or it is damaged ({detail})") from exc
     except Exception as exc:  # a foreign or damaged file
         raise ValueError(f"checkpoint {path} cannot be read: {exc}") from exc
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path} is not a spinerank checkpoint (it holds a {type(state).__name__})")
+    return state

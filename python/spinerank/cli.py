@@ -35,22 +35,56 @@ def _synth(args) -> None:
           f"to {args.out} in {summary['seconds']:.1f} s; grade 0 prevalence: {normal}")
 
 
+#: train flags that a resumed run cannot change: it continues as its config.json says.
+RESUME_FIXED = ("epochs_phase1", "epochs_phase2", "batch_size", "amp", "max_pairs", "seed", "method",
+                "corn_class_weights", "init_phase1")
+
+
+def _resumed_config(args):
+    """The saved configuration of the run in --out. Only where it runs (--device,
+    --quiet) and where its dataset now is (--data) may change; other settings given
+    again (flags, --preset, --config) must equal the saved ones."""
+    import dataclasses
+
+    from . import config as config_lib
+    from . import provenance
+
+    out = pathlib.Path(args.out)
+    if not (out / "last.pt").exists():
+        raise FileNotFoundError(f"{out / 'last.pt'} does not exist: there is no run to resume in {out}")
+    # config.json is written before the first checkpoint; last.pt (large) is read once, by the trainer.
+    saved = config_lib.load_file(out / "config.json")
+    given: dict = {}
+    if args.preset:
+        given.update(config_lib.PRESETS[args.preset], preset=args.preset)
+    if args.config:
+        given.update(config_lib.load_file(args.config))
+    given.update({name: getattr(args, name) for name in RESUME_FIXED if getattr(args, name) not in (None, False)})
+    if given.get("init_phase1"):
+        given["init_phase1"] = str(pathlib.Path(given["init_phase1"]).resolve())
+    free = {"data", "out", "device", "progress"}
+    try:
+        before = config_lib.TrainConfig(**saved)
+        after = config_lib.TrainConfig(**{**saved, **{k: v for k, v in given.items() if k not in free}})
+    except TypeError as exc:  # a setting config.json or --config does not know
+        raise ValueError(f"--resume: {exc}") from exc
+    changed = [f.name for f in dataclasses.fields(before) if getattr(before, f.name) != getattr(after, f.name)]
+    if changed:
+        shown = ", ".join(f"{name} ({getattr(before, name)!r} -> {getattr(after, name)!r})" for name in changed)
+        raise ValueError(f"--resume continues the run in {out} as its config.json says; it cannot change "
+                         f"{shown}. Leave them out, or train a new run into another --out")
+    saved.update(out=str(out.resolve()), device=args.device or saved["device"], progress=not args.quiet,
+                 data=provenance.data_folder(saved.get("data", ""), args.data))
+    return config_lib.TrainConfig(**saved)
+
+
 def _train(args) -> None:
     from . import config as config_lib
     from . import distributed
     from .train import Trainer
 
     if args.resume:
-        import pathlib
-
-        out = pathlib.Path(args.out)
-        if not (out / "last.pt").exists():
-            raise FileNotFoundError(f"{out / 'last.pt'} does not exist: there is no run to resume in {out}")
-        # config.json is written before the first checkpoint; last.pt (large) is read once, by the trainer.
-        saved = config_lib.load_file(out / "config.json")
-        # A resumed run keeps its configuration; only where it runs may change.
-        saved.update(out=args.out, device=args.device or saved["device"], progress=not args.quiet)
-        config = config_lib.TrainConfig(**saved)
+        config = _resumed_config(args)
     else:
         config = config_lib.resolve(
             args.preset, args.config, data=args.data, out=args.out, epochs_phase1=args.epochs_phase1,
@@ -73,7 +107,7 @@ def _calibrate(args) -> None:
     from .calibrate import calibrate
 
     result = calibrate(args.run, tta=args.tta, method=args.method, objective=args.objective, device=args.device,
-                       progress=not args.quiet)
+                       progress=not args.quiet, data=args.data)
     print(f"wrote {args.run}/thresholds.json ({args.method}, {args.objective}, "
           f"{'with' if args.tta else 'without'} TTA) in {result['seconds']:.1f} s")
 
@@ -81,7 +115,8 @@ def _calibrate(args) -> None:
 def _evaluate(args) -> None:
     from .evaluate import evaluate
 
-    result = evaluate(args.run, tta=args.tta, out=args.out, device=args.device, progress=not args.quiet)
+    result = evaluate(args.run, tta=args.tta, out=args.out, device=args.device, progress=not args.quiet,
+                      data=args.data)
     agg = result["aggregate"]
     shown = ", ".join(f"{k} {agg[k]['mean']:.3f}" for k in ("balanced_accuracy", "qwk", "mae", "roc_auc")
                       if agg[k]["mean"] == agg[k]["mean"])
@@ -136,7 +171,8 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(handler=_synth)
 
     t = sub.add_parser("train", help="train SpineRankNet (both phases) or a baseline (--method)")
-    t.add_argument("--data", help="dataset folder (labels.csv, volumes/)")
+    t.add_argument("--data", help="dataset folder (labels.csv, volumes/); with --resume: where the run's "
+                   "dataset is now, if it moved (checked against the run's dataset.json)")
     t.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, config.json)")
     t.add_argument("--preset", choices=["paper", "tiny"], default=None,
                    help="paper: the published model and protocol (default); tiny: a small CPU version")
@@ -154,7 +190,8 @@ def parser() -> argparse.ArgumentParser:
                    help="corn: weight each disc's loss terms by the inverse frequency of its grade")
     t.add_argument("--init-phase1", metavar="CHECKPOINT",
                    help="skip phase 1: train phase 2 from this phase-1 model (e.g. RUN/best_phase1.pt of a ce run)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt, as configured "
+                   "(--data, --device and --quiet may change; other settings given must equal the saved ones)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(handler=_train)
 
@@ -162,8 +199,13 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--tta", action=argparse.BooleanOptionalAction, default=default,
                              help=f"score every volume on the test-time views and average them (default: {default})")
 
+    def data_flag(command):
+        command.add_argument("--data", help="the run's dataset folder, if it moved since training "
+                             "(default: the folder in RUN/config.json; checked against RUN/dataset.json)")
+
     c = sub.add_parser("calibrate", help="fit per-task grade thresholds on the validation split")
     c.add_argument("--run", required=True, help="run folder (best.pt)")
+    data_flag(c)
     tta_flag(c, True)
     c.add_argument("--method", choices=list(THRESHOLD_METHODS), default="grid")
     c.add_argument("--objective", choices=list(OBJECTIVES), default="composite")
@@ -173,6 +215,7 @@ def parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="metrics, predictions and a report on the test split")
     e.add_argument("--run", required=True, help="run folder (best.pt)")
+    data_flag(e)
     tta_flag(e, True)
     e.add_argument("--out", help="report folder (default RUN/eval, or RUN/eval-no-tta)")
     e.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -224,7 +267,16 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\nspinerank: interrupted. Checkpoints are intact; continue with --resume.", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"spinerank: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # OSError: permissions, a full disk, a read-only folder, ...
+        print(f"spinerank: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _one_line(exc: Exception) -> str:
+    """An exception as one line: an OSError from the system as its reason and the
+    path it concerns, any other as its message with line breaks folded."""
+    if isinstance(exc, OSError) and exc.strerror:
+        paths = [p for p in (exc.filename, exc.filename2) if p]
+        return exc.strerror + (": " + " -> ".join(map(str, paths)) if paths else "")
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -35,8 +35,8 @@ def _train(run: pathlib.Path, config: config_lib.TrainConfig, progress: bool) ->
         return
     resume = (run / "last.pt").exists()
     if resume:
-        config = config_lib.TrainConfig(**{**config_lib.load_file(run / "config.json"),
-                                           "progress": progress, "device": config.device})
+        config = config_lib.TrainConfig(**{**config_lib.load_file(run / "config.json"), "data": config.data,
+                                           "out": config.out, "progress": progress, "device": config.device})
     if progress:
         print(f"== training {config.method} in {run}{' (resuming)' if resume else ''}", flush=True)
     result = Trainer(config).run(resume=resume)

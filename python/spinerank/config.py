@@ -119,6 +119,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+#: Settings that name files or folders; stored absolute in config.json.
+PATH_SETTINGS = ("data", "out", "init_phase1")
+
 #: The methods train knows (SPEC §7; see methods.py).
 METHODS = set(METHOD_NAMES)
 
@@ -175,6 +178,10 @@ def resolve(preset: str | None = None, file: str | None = None, **overrides: Any
     if unknown:
         source = f" in {file}" if file and set(unknown) & set(file_settings) else ""
         raise ValueError(f"unknown config setting(s){source}: {', '.join(unknown)}")
+    # Absolute: a run is resumed, calibrated and evaluated from any directory.
+    for name in PATH_SETTINGS:
+        if settings.get(name):
+            settings[name] = str(pathlib.Path(settings[name]).resolve())
     config = TrainConfig(**settings)
     config.validate()
     return config

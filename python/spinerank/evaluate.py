@@ -23,7 +23,7 @@ import numpy as np
 from . import calibrate as calibrate_lib
 from . import metrics as metrics_lib
 from .checkpoint import atomic_write_text, json_safe
-from .inference import Predictions, Predictor
+from .inference import Predictions
 
 
 def read_latent(data_dir: str | pathlib.Path, task_names: list[str]) -> dict[str, np.ndarray] | None:
@@ -50,11 +50,12 @@ def borderline(scores: np.ndarray, std: np.ndarray, thresholds: list[np.ndarray]
 
 
 def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path | None = None,
-             device: str = "cpu", progress: bool = True, report: bool = True) -> dict:
-    """Evaluates RUN/best.pt on the test split; returns the content of metrics.json."""
+             device: str = "cpu", progress: bool = True, report: bool = True, data: str | None = None) -> dict:
+    """Evaluates RUN/best.pt on the test split; returns the content of metrics.json.
+    ``data``: the run's dataset where it is now, if it moved."""
     run = pathlib.Path(run)
     started = time.perf_counter()
-    predictor = Predictor(run / "best.pt", device=device)
+    predictor = calibrate_lib.run_predictor(run, device, data)
     tasks = predictor.tasks
     out = pathlib.Path(out) if out else run / ("eval" if tta else "eval-no-tta")
     out.mkdir(parents=True, exist_ok=True)

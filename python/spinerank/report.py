@@ -37,6 +37,18 @@ def _task_axes(plt, n: int, width: float, height: float, cols: int = 4):
     return fig, list(axes.flat[:n])
 
 
+def _save(fig, path, dpi: int) -> None:
+    """The figure as a PNG, written atomically like every output file; then closed."""
+    import matplotlib.pyplot as plt
+
+    from .checkpoint import atomic_write
+
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi), durable=False)
+    finally:
+        plt.close(fig)
+
+
 def _fmt(value, digits=3) -> str:
     return "–" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
 
@@ -59,8 +71,7 @@ def plot_scores_by_grade(path, scores, grades, thresholds, tasks, scale):
         ax.set_xlabel("true grade", fontsize=8)
         ax.set_ylabel("score", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path, dpi=90)
 
 
 def _slice_for(task_name: str, volume: np.ndarray) -> np.ndarray:
@@ -98,8 +109,7 @@ def plot_severity_strip(path, dataset, scores, grades, tasks):
         axes[t][0].set_ylabel(tasks.names[t], fontsize=6, rotation=0, ha="right", va="center")
     fig.suptitle("test volumes ordered by score (true grade in brackets)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save(fig, path, dpi=80)
 
 
 def plot_confusion(path, grades, predicted, tasks):
@@ -119,8 +129,7 @@ def plot_confusion(path, grades, predicted, tasks):
         ax.set_xlabel("predicted", fontsize=8)
         ax.set_ylabel("true", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path, dpi=90)
 
 
 def read_history(run) -> list[dict]:
@@ -146,8 +155,7 @@ def plot_training_curves(path, history):
     for ax in (loss_ax, metric_ax):
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path, dpi=90)
 
 
 def write_report(out, result: dict, *, run, dataset, predictions, grades, predicted, thresholds, tasks,

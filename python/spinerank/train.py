@@ -9,7 +9,8 @@ heads with the fused pairwise ranking loss (lr 1e-3) while the encoder and
 classification heads fine-tune (lr 1e-4), keeping the epoch of best mean
 validation QWK with the fixed thresholds (c + 0.5) * S / (K - 1).
 
-Run folder: ``config.json`` (resolved), ``metrics.jsonl`` (one line per epoch),
+Run folder: ``config.json`` (resolved, paths absolute), ``dataset.json`` (the
+dataset's folder and fingerprints, see ``provenance``), ``metrics.jsonl`` (one line per epoch),
 ``last.pt`` (everything needed to resume: model, optimizer, scheduler,
 early-stopping state, RNG, history), ``best_phase1.pt`` and ``best.pt`` (the
 selected model). Every file is written atomically; an interrupted run resumes
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 import spinerank_ext
 
 from . import config as config_lib
-from . import distributed, methods
+from . import distributed, methods, provenance
 from .augmentation import TrainAugment, centre_crop, swap_flipped
 from .checkpoint import atomic_write, atomic_write_text, json_safe, load_checkpoint, save_checkpoint
 from .data import DiscDataset, class_weights, load_or_make_splits, read_labels, split_rows
@@ -70,6 +71,7 @@ class Trainer:
             raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
         rows = read_labels(config.data, self.tasks)
         splits = load_or_make_splits(config.data, rows, config.split_seed)
+        self.dataset_record = provenance.fingerprint(config.data, rows, splits)
         self.rows = split_rows(rows, splits)
         self.train_set = DiscDataset(config.data, self.rows["train"], self.tasks, config.volume_shape,
                                      mode="train", seed=config.seed)
@@ -212,6 +214,7 @@ class Trainer:
         state = PhaseState()
         optimizer = scheduler = None
         if resume:
+            provenance.check(self.out, self.dataset_record)
             ckpt = load_checkpoint(last)
             self.model.load_state_dict(ckpt["model"])
             self.rank_loss.load_state_dict(ckpt["rank_loss"])
@@ -229,6 +232,7 @@ class Trainer:
             state = self._init_phase1()
         if self.dist.is_main:
             config_lib.save(c, self.out / "config.json")
+            provenance.write(self.out, self.dataset_record)
         self._write_metrics()
         if c.init_phase1 is not None and not resume:  # --resume works from the first epoch on
             self._save_last(state, None, None)
