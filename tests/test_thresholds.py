@@ -76,6 +76,59 @@ def test_every_method_recovers_separable_grades(method):
     assert balanced_accuracy_score(grades, th.grades_from_scores(scores, t)) > 0.97
 
 
+def imbalanced_or_compressed(K, seed, kind):
+    """Score sets like trained heads give: grades 70/15/10/5 % (K = 4) or
+    decaying prevalences, and scores squeezed into [0, 3.7] with overlapping grades."""
+    rng = np.random.default_rng(seed)
+    p = np.r_[0.7, np.full(K - 1, 0.3 / (K - 1))] if K != 4 else np.array([0.7, 0.15, 0.10, 0.05])
+    n = int(rng.integers(40, 300))
+    grades = rng.choice(K, n, p=p)
+    if kind == "compressed":
+        scores = 3.7 * (grades + rng.normal(0, 0.8, n)).clip(0, K - 1) / (K - 1)
+    else:
+        scores = (grades * 10 / (K - 1) + rng.normal(0, 2.5, n)).clip(0, 10)
+    return np.round(scores, 2), grades
+
+
+@pytest.mark.parametrize("method", th.METHODS)
+@pytest.mark.parametrize("kind", ["imbalanced", "compressed"])
+def test_every_method_gives_sorted_finite_thresholds_within_the_scores(method, kind):
+    for K in (2, 3, 4, 5):
+        for seed in range(8):
+            scores, grades = imbalanced_or_compressed(K, seed, kind)
+            t = th.fit_thresholds(scores, grades, K, method=method)
+            assert t.shape == (K - 1,) and np.isfinite(t).all(), (K, seed, t)
+            assert np.all(np.diff(t) >= 0), (K, seed, t)
+            assert np.nextafter(scores.min(), -np.inf) <= t.min() and t.max() <= scores.max(), (K, seed, t)
+
+
+def test_gmm_on_the_reported_imbalanced_case_is_sorted_and_inside():
+    # K = 4, grades 70/15/10/5 %: the first grid point could belong to a higher
+    # component, and grid[first - 1] wrapped to the grid's end (e.g. [10.5, 2.915, 8.05]).
+    hits = 0
+    for seed in range(16):
+        scores, grades = imbalanced_or_compressed(4, seed, "imbalanced")
+        t = th.fit_thresholds(scores, grades, 4, method="gmm")
+        hits += bool(np.all(np.diff(t) >= 0) and t.max() <= scores.max())
+    assert hits == 16
+
+
+def test_gmm_boundary_of_two_equal_components_is_midway():
+    rng = np.random.default_rng(0)
+    scores = np.r_[rng.normal(2.0, 0.5, 2000), rng.normal(8.0, 0.5, 2000)]
+    grades = np.r_[np.zeros(2000, int), np.ones(2000, int)]
+    assert th.fit_thresholds(scores, grades, 2, method="gmm")[0] == pytest.approx(5.0, abs=0.1)
+
+
+def test_moving_grid_thresholds_inside_the_scores_keeps_the_fit():
+    scores, grades = imbalanced_or_compressed(4, 3, "compressed")
+    task = th._Task(scores, grades, 4, "composite")
+    beyond = np.array([scores.min() - 3.0, scores.max() + 1.0, scores.max() + 2.0])
+    assert task.value(th.within_scores(beyond, scores)) == task.value(beyond)
+    assert th.within_scores(beyond, scores).tolist() == [np.nextafter(scores.min(), -np.inf), scores.max(),
+                                                          scores.max()]
+
+
 @pytest.mark.parametrize("args,message", [
     (([0.1, 0.2], [0], 3), "differ in length"),
     (([0.1, 0.2], [0, 3], 3), r"integers in 0..2"),

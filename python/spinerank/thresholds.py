@@ -26,7 +26,8 @@ to the first candidate (the smaller threshold).
 Alternatives (``method``): ``isotonic`` (thresholds where an isotonic fit of
 grade on score crosses k + 0.5), ``youden`` (per boundary, the cut maximising
 TPR - FPR for "grade > k"), ``gmm`` (boundaries between the components of a
-K-component Gaussian mixture of the scores).
+K-component Gaussian mixture of the scores). Whatever the method, the K - 1
+thresholds are finite, sorted and within the validation scores' range.
 """
 from __future__ import annotations
 
@@ -180,18 +181,34 @@ def _polish(task, thresholds: np.ndarray, value) -> np.ndarray:
 
 def fit_thresholds(scores, grades, num_grades: int, objective: str = "composite", method: str = "grid",
                    polish: bool = True) -> np.ndarray:
-    """K - 1 ordered thresholds for one task fitted on (score, grade) pairs."""
+    """K - 1 ordered, finite thresholds for one task fitted on (score, grade)
+    pairs, each within the validation scores' range (see ``within_scores``)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     task = _Task(scores, grades, num_grades, objective)
     if method == "isotonic":
-        return _isotonic(task)
-    if method == "youden":
-        return _youden(task)
-    if method == "gmm":
-        return _gmm(task)
-    thresholds = _grid(task, task.sweep)
-    return _polish(task, thresholds, task.value) if polish else thresholds
+        thresholds = _isotonic(task)
+    elif method == "youden":
+        thresholds = _youden(task)
+    elif method == "gmm":
+        thresholds = _gmm(task)
+    else:
+        thresholds = _grid(task, task.sweep)
+        if polish:
+            thresholds = _polish(task, thresholds, task.value)
+    return within_scores(thresholds, task.scores)
+
+
+def within_scores(thresholds, scores) -> np.ndarray:
+    """Thresholds moved into [just below min(scores), max(scores)], then made
+    non-decreasing. A threshold below every score (or above every one) grades
+    the validation scores exactly as one just below the smallest (or at the
+    largest) does, so the fit is unchanged; on new scores, no grade boundary
+    lies beyond what the validation data showed."""
+    scores = np.asarray(scores, dtype=np.float64)
+    lowest = np.nextafter(scores.min(), -np.inf)
+    clipped = np.clip(np.asarray(thresholds, dtype=np.float64), lowest, scores.max())
+    return np.maximum.accumulate(clipped)
 
 
 # -- the same search, scoring each candidate with scikit-learn (reference) --------
@@ -238,7 +255,7 @@ def fit_thresholds_sklearn(scores, grades, num_grades: int, objective: str = "co
 
     task.value = value
     thresholds = _grid(task, one_by_one)
-    return _polish(task, thresholds, value) if polish else thresholds
+    return within_scores(_polish(task, thresholds, value) if polish else thresholds, task.scores)
 
 
 # -- alternatives ---------------------------------------------------------------
@@ -280,17 +297,27 @@ def _youden(task) -> np.ndarray:
 
 
 def _gmm(task) -> np.ndarray:
+    """Boundaries between the components of a Gaussian mixture of the scores,
+    ordered by mean: boundary k lies between the means of components k and k+1,
+    where the weighted density of k+1 first exceeds that of k (midway between
+    the means if it never does, as when a narrow component sits inside a wide
+    one). With fewer distinct scores than grades there are fewer components, and
+    the missing upper boundaries go to the largest score."""
+    from scipy.stats import norm
     from sklearn.mixture import GaussianMixture
 
     x = task.scores.reshape(-1, 1)
     components = min(task.K, np.unique(task.scores).size)
     gmm = GaussianMixture(n_components=components, random_state=0).fit(x)
-    order = np.argsort(gmm.means_.ravel())
-    grid = np.linspace(task.scores.min() - 0.5, task.scores.max() + 0.5, 4001)
-    rank = np.argsort(order)[gmm.predict(grid.reshape(-1, 1))]  # component index -> its rank by mean
-    rank = np.maximum.accumulate(rank)
-    thresholds = []
-    for k in range(task.K - 1):
-        first = np.flatnonzero(rank > k)
-        thresholds.append(grid[first[0] - 1] if first.size else grid[-1])
-    return np.array(thresholds)
+    order = np.argsort(gmm.means_.ravel(), kind="stable")
+    means = gmm.means_.ravel()[order]
+    sds = np.sqrt(gmm.covariances_.reshape(components, -1)[:, 0])[order]
+    weights = gmm.weights_[order]
+    thresholds = np.full(task.K - 1, task.scores.max())
+    for k in range(components - 1):
+        between = np.linspace(means[k], means[k + 1], 2001)
+        lower = np.log(weights[k]) + norm.logpdf(between, means[k], sds[k])
+        upper = np.log(weights[k + 1]) + norm.logpdf(between, means[k + 1], sds[k + 1])
+        crossing = np.flatnonzero(upper > lower)
+        thresholds[k] = between[crossing[0]] if crossing.size else 0.5 * (means[k] + means[k + 1])
+    return thresholds
