@@ -102,7 +102,8 @@ def test_corn_probabilities_and_grades_by_hand():
     assert corn.grade_from_probs((probs[[0]] + probs[[1]]) / 2).tolist() == [1]
 
 
-def test_mae_loss_matches_a_plain_computation():
+@pytest.mark.parametrize("normalize", ["discs", "weights"])
+def test_mae_loss_matches_a_plain_computation(normalize):
     g = torch.Generator().manual_seed(1)
     logits = [torch.randn(6, 4, generator=g), torch.randn(6, 3, generator=g)]
     grades = torch.tensor([[0, 2], [3, -1], [1, 0], [-1, 1], [2, 2], [3, 0]])
@@ -117,10 +118,23 @@ def test_mae_loss_matches_a_plain_computation():
             p = torch.softmax(logits[t][i], 0).tolist()
             mean = sum(k * p[k] for k in range(len(p)))
             num += weights[t][y].item() * abs(mean - y)
-            den += weights[t][y].item()
+            den += weights[t][y].item() if normalize == "weights" else 1.0  # published: the number of discs
         expected.append(num / den)
-    loss = methods.get("mae").phase1_loss(logits, grades, weights)
+    mae = methods.get("mae") if normalize == "discs" else methods.get("mae", normalize="weights")
+    loss = mae.phase1_loss(logits, grades, weights)
     assert loss.item() == pytest.approx(sum(expected) / 2, rel=1e-6)
+
+
+def test_method_options_reach_the_method_and_are_checked(tmp_path):
+    from spinerank import config as config_lib
+
+    config = config_lib.resolve("tiny", None, method="mae", method_options={"normalize": "weights"})
+    assert methods.for_config(config).normalize == "weights"
+    assert methods.for_config(config_lib.resolve("tiny", None, method="mae")).normalize == "discs"
+    with pytest.raises(ValueError, match=r"config: method 'mae': normalize must be 'discs' or 'weights'"):
+        config_lib.resolve("tiny", None, method="mae", method_options={"normalize": "kind"})
+    with pytest.raises(ValueError, match=r"config: method 'ce' has no option\(s\) normalize"):
+        config_lib.resolve("tiny", None, method="ce", method_options={"normalize": "discs"})
 
 
 def test_mae_grade_rounds_the_expected_grade_half_up():

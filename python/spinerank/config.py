@@ -35,6 +35,7 @@ class TrainConfig:
     # training (SPEC §7)
     method: str = "spinerank"  # one of methods.METHOD_NAMES
     corn_class_weights: bool = False  # corn: weight each sample's terms by its class's inverse frequency
+    method_options: dict | None = None  # the method's options, e.g. {"normalize": "weights"} for mae
     init_phase1: str | None = None  # a phase-1 checkpoint: skip phase 1, train phase 2 from it
     batch_size: int = 32
     epochs_phase1: int = 300
@@ -97,6 +98,12 @@ class TrainConfig:
             raise ValueError(f"config: rank_on must be 'logits' or 'embedding', got {self.rank_on!r}")
         if self.method not in METHODS:
             raise ValueError(f"config: method must be one of {', '.join(METHOD_NAMES)}, got {self.method!r}")
+        if self.method_options is not None and not isinstance(self.method_options, dict):
+            raise ValueError(f"config: method_options must be a mapping, got {self.method_options!r}")
+        try:
+            methods.for_config(self)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"config: {exc}") from exc
         if self.init_phase1 is not None:
             if not methods.get(self.method).ranking:
                 raise ValueError(f"config: init_phase1 starts phase 2, which method {self.method!r} does not "

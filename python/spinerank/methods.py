@@ -5,7 +5,8 @@ methods, the options of the phase-2 pairwise loss.
 
 - ``ce``: inverse-frequency weighted cross-entropy; grade = argmax.
 - ``corn``: CORN (Shi et al., 2021), K-1 conditional binary logits per task.
-- ``mae``: MAE_l, |E[grade] - y| with E over the softmax, class-weighted.
+- ``mae``: MAE_l, |E[grade] - y| with E over the softmax, class-weighted,
+  averaged over the labelled discs (published code).
 - ``ranknet``, ``deeprank``, ``spinerank``: weighted CE in phase 1, then the
   ranking heads trained with ``PairwiseRankLoss`` (RankNet, DeepRankSVM and
   SpineRank options of SPEC §3); their grades come from score thresholds.
@@ -118,9 +119,17 @@ class Corn(Method):
 @dataclasses.dataclass(frozen=True)
 class MeanAbsoluteError(Method):
     """MAE_l: |E[grade] - y| with E[grade] = sum_k k * softmax(logits)_k, each
-    sample weighted by its true class's inverse-frequency weight and divided by
-    the summed weights (as weighted CE). Grade: E[grade] rounded half up,
-    clipped to 0..K-1."""
+    labelled sample weighted by its true class's inverse-frequency weight w_y.
+    ``normalize="discs"`` (default, the published code) divides the weighted sum
+    by the number of labelled samples; ``"weights"`` divides it by the summed
+    weights (as weighted CE does). Grade: E[grade] rounded half up, clipped to
+    0..K-1."""
+
+    normalize: str = "discs"
+
+    def __post_init__(self):
+        if self.normalize not in ("discs", "weights"):
+            raise ValueError(f"method 'mae': normalize must be 'discs' or 'weights', got {self.normalize!r}")
 
     def phase1_loss(self, logits, grades, weights):
         losses = []
@@ -131,7 +140,7 @@ class MeanAbsoluteError(Method):
             w = wt[y].float()
             if y.numel() and w.sum() > 0:
                 error = (self.expected_grade(self.class_probs(lt[keep])) - y).abs()
-                losses.append((w * error).sum() / w.sum())
+                losses.append((w * error).sum() / (y.numel() if self.normalize == "discs" else w.sum()))
         return _task_mean(losses, logits)
 
     @staticmethod
@@ -170,6 +179,9 @@ def get(name: str, **options) -> Method:
 
 
 def for_config(config) -> Method:
-    """The method of a TrainConfig (with its options)."""
-    options = {"class_weighted": config.corn_class_weights} if config.method == "corn" else {}
+    """The method of a TrainConfig, with its options (``method_options``; for
+    corn also ``corn_class_weights``)."""
+    options = dict(config.method_options or {})
+    if config.method == "corn" and config.corn_class_weights:
+        options["class_weighted"] = True
     return get(config.method, **options)
