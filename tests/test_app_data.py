@@ -344,3 +344,12 @@ def test_preflight_is_fast_on_small_npy_volumes(tmp_path):
     preflight(tmp_path, rows, progress=False)
     per_volume = (time.perf_counter() - started) / len(rows)
     assert per_volume < 2e-3, f"{per_volume * 1e3:.2f} ms per volume"  # the demo's ~1900 volumes: < 4 s
+
+
+def test_utf16_labels_are_named_as_such(tmp_path):
+    write_cohort(tmp_path, subjects=3)
+    path = tmp_path / "labels.csv"
+    path.write_bytes(path.read_text(encoding="utf-8").encode("utf-16"))
+    with pytest.raises(ValueError, match=r"labels.csv is not UTF-8 text \(it looks like UTF-16\): byte 0x.. at "
+                                         r"line 1, byte 1"):
+        read_labels(tmp_path, TASKS)

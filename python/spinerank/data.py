@@ -71,9 +71,10 @@ def _decode_labels(path: pathlib.Path) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise ValueError(f"{path} is not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line}, byte {column} "
-                         f"cannot be decoded ({exc.reason}); save it as UTF-8 (with or without a byte-order "
-                         "mark), e.g. from a spreadsheet as 'CSV UTF-8'") from None
+        hint = " (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ValueError(f"{path} is not UTF-8 text{hint}: byte 0x{data[exc.start]:02x} at line {line}, byte "
+                         f"{column} cannot be decoded ({exc.reason}); save it as UTF-8 (with or without a "
+                         "byte-order mark), e.g. from a spreadsheet as 'CSV UTF-8'") from None
 
 
 def read_labels(data_dir: str | pathlib.Path, tasks: TaskTable) -> list[VolumeRow]:
