@@ -353,3 +353,18 @@ def test_utf16_labels_are_named_as_such(tmp_path):
     with pytest.raises(ValueError, match=r"labels.csv is not UTF-8 text \(it looks like UTF-16\): byte 0x.. at "
                                          r"line 1, byte 1"):
         read_labels(tmp_path, TASKS)
+
+
+def test_preflight_can_be_limited_to_existence(tmp_path, monkeypatch):
+    write_cohort(tmp_path, subjects=3)
+    rows = read_labels(tmp_path, TASKS)
+    first, second = sorted((tmp_path / "volumes").glob("*.npy"))[:2]
+    first.write_bytes(b"junk")
+    second.unlink()
+    monkeypatch.setenv("SPINERANK_PREFLIGHT", "0")
+    with pytest.raises(ValueError, match=r"^1 of \d+ volume\(s\)") as info:
+        preflight(tmp_path, rows, progress=False)
+    assert second.name in str(info.value) and first.name not in str(info.value)
+    monkeypatch.setenv("SPINERANK_PREFLIGHT", "1")
+    with pytest.raises(ValueError, match=r"^2 of \d+ volume\(s\)"):
+        preflight(tmp_path, rows, progress=False)

@@ -292,8 +292,13 @@ def preflight(data_dir: str | pathlib.Path, rows: list[VolumeRow], *, progress: 
     Raises one ValueError listing every bad file with its reason (the first
     ``PREFLIGHT_LISTED``, then a count); returns {row: volume path} otherwise.
     Files are checked by ``workers`` threads (default: the CPUs, at most 8;
-    reading and gzip decoding release the GIL)."""
+    reading and gzip decoding release the GIL).
+
+    With the environment variable ``SPINERANK_PREFLIGHT=0`` only the files'
+    existence is checked (no reads: for very large datasets on slow storage);
+    a bad file then stops the command when it is first read, as before."""
     rows = list(rows)
+    contents = os.environ.get("SPINERANK_PREFLIGHT", "1").strip() != "0"
     found: dict[VolumeRow, pathlib.Path] = {}
     problems: list[tuple[int, str]] = []  # (index of the row, message)
 
@@ -303,7 +308,7 @@ def preflight(data_dir: str | pathlib.Path, rows: list[VolumeRow], *, progress: 
             path = volume_path(data_dir, row)
         except (FileNotFoundError, ValueError) as exc:
             return index, row, None, str(exc)
-        reason = check_volume(path)
+        reason = check_volume(path) if contents else None
         return index, row, path, None if reason is None else f"{path} (labels.csv line {row.line}): {reason}"
 
     workers = workers or min(8, os.cpu_count() or 1)
