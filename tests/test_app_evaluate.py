@@ -6,6 +6,7 @@ against fitting them again on the validation scores."""
 import csv
 import json
 import pathlib
+import re
 import shutil
 
 import numpy as np
@@ -161,7 +162,7 @@ def test_predict_skips_unreadable_files_and_matches_evaluate(run, cohort, tmp_pa
     nibabel.save(nibabel.Nifti1Image(np.load(volumes[0]), np.eye(4)), folder / "zz_first.nii.gz")
     out = tmp_path / "preds.csv"
     code = cli.main(["predict", "--checkpoint", str(run / "best.pt"), "--out", str(out), "--quiet", str(folder)])
-    assert code == 0
+    assert code == 3  # broken.npy was skipped (issue 13: a distinct exit status)
     assert "broken.npy" in capsys.readouterr().err
     rows = read_predictions(out)
     assert [r["file"].split("/")[-1] for r in rows] == [v.name for v in volumes] + ["zz_first.nii.gz"]
@@ -241,3 +242,48 @@ def test_demo_synthesises_then_compares_ce_and_spinerank(tmp_path, monkeypatch):
     demo(tmp_path / "d2", all_methods=True, progress=False)
     assert calls == [("synth", 7), ("compare", ("ce", "spinerank"), "tiny", True),
                      ("synth", 200), ("compare", ("ce", "corn", "mae", "ranknet", "deeprank", "spinerank"), "tiny", True)]
+
+
+def run_on_copy(run, cohort, tmp_path):
+    """A copy of ``run`` (best.pt) whose data is a copy of ``cohort`` (same splits); returns both."""
+    from spinerank.checkpoint import load_checkpoint, save_checkpoint
+
+    data = tmp_path / "data"
+    shutil.copytree(cohort, data)
+    state = load_checkpoint(run / "best.pt")
+    state["config"]["data"] = str(data)
+    save_checkpoint(tmp_path / "run" / "best.pt", state)
+    return tmp_path / "run", data
+
+
+def volumes_of(data, split):
+    splits = {r["subject_id"]: r["split"] for r in csv.DictReader(open(data / "splits.csv"))}
+    return [data / "volumes" / f"{r['ivd_id']}_{r['sequence']}.npy" for r in csv.DictReader(open(data / "labels.csv"))
+            if splits[r["subject_id"]] == split]
+
+
+def test_calibrate_and_evaluate_check_every_volume_before_scoring(run, cohort, tmp_path, monkeypatch, capsys):
+    copy, data = run_on_copy(run, cohort, tmp_path)
+    val, test = volumes_of(data, "val"), volumes_of(data, "test")
+    val[0].write_bytes(val[0].read_bytes()[:-40])  # truncated
+    np.save(val[1], np.zeros((20, 24), np.float32))
+    test[0].unlink()
+    np.save(test[1], np.full((20, 24, 6), np.nan, np.float32))
+
+    def never(*args, **kwargs):
+        raise AssertionError("scored before every volume was checked")
+    monkeypatch.setattr(Predictor, "predict_dataset", never)
+    with pytest.raises(ValueError, match=r"^2 of \d+ volume\(s\) .* cannot be used") as info:
+        evaluate(copy, tta=False, progress=False)  # test volumes first, before calibrating on val
+    message = str(info.value)
+    assert f"{test[0].name} (or .nii.gz) of labels.csv line" in message and "does not exist" in message
+    assert f"{test[1].name} (labels.csv line" in message and "NaN" in message
+    assert val[0].name not in message
+    assert not (copy / "eval-no-tta").exists() and not (copy / "thresholds.json").exists()
+    with pytest.raises(ValueError, match=r"^2 of \d+ volume\(s\)") as info:
+        calibrate(copy, tta=False, progress=False)
+    assert re.search(rf"{val[0].name} .*truncated", str(info.value))
+    assert re.search(rf"{val[1].name} .*expected 3 dimensions", str(info.value))
+    assert cli.main(["calibrate", "--run", str(copy), "--no-tta", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spinerank: error: 2 of") and val[0].name in err and val[1].name in err

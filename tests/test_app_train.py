@@ -146,3 +146,36 @@ def test_kill_then_resume_through_the_cli(cohort, tmp_path):
     assert finished.returncode == 0, finished.stderr
     epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(1, 31)) + [1]
+
+
+def test_bad_volumes_stop_training_before_the_first_epoch(tmp_path, capsys):
+    # Every bad train or validation volume listed in one message, before any epoch; test volumes are not read.
+    import csv
+
+    import numpy as np
+
+    from spinerank.data import load_or_make_splits, read_labels
+    from spinerank.tasks import TaskTable
+
+    data = write_cohort(tmp_path / "data", subjects=20)
+    splits = load_or_make_splits(data, read_labels(data, TaskTable()), seed=0)
+    by_split = {"train": [], "val": [], "test": []}
+    for r in csv.DictReader(open(data / "labels.csv")):
+        by_split[splits[r["subject_id"]]].append(data / "volumes" / f"{r['ivd_id']}_{r['sequence']}.npy")
+    train, val, test = by_split["train"], by_split["val"], by_split["test"]
+    train[0].write_bytes(train[0].read_bytes()[:-100])  # truncated
+    np.save(train[5], np.zeros((20, 24), np.float32))  # 2-D
+    np.save(val[0], np.full((20, 24, 6), np.nan, np.float32))
+    np.save(val[1], np.empty((20, 24, 6), dtype=object), allow_pickle=True)
+    train[7].unlink()
+    test[0].write_bytes(b"junk")  # not read by training
+    with pytest.raises(ValueError, match=r"^5 of \d+ volume\(s\) .* cannot be used") as info:
+        Trainer(tiny_config(data, tmp_path / "run"))
+    message = str(info.value)
+    for path in (train[0], train[5], train[7], val[0], val[1]):
+        assert path.name in message
+    assert test[0].name not in message
+    assert run_cli("--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spinerank: error: 5 of") and "truncated" in err and "dtype object" in err
+    assert not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "run" / "metrics.jsonl").exists()

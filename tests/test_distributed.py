@@ -269,10 +269,10 @@ def _corrupt_second_epoch_volume(data, tasks):
     raise AssertionError("no disc changes its sequence between epochs 1 and 2")
 
 
-def _torchrun(*args, cwd, timeout=240):
+def _torchrun(*args, cwd, timeout=240, **env_vars):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD),
                "-m", "spinerank", "train", *args, "--quiet"]
-    env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1", **env_vars}
     # cwd: not the checkout, whose spinerank_ext has no compiled library.
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
 
@@ -285,7 +285,13 @@ def test_torchrun_cli_a_failing_rank_stops_the_run_and_resume_finishes_it(tmp_pa
         epochs_phase2=1, patience=5, min_epochs=1, max_pairs=6, dist_timeout_s=60)))
     run = tmp_path / "run"
     args = ("--data", str(data), "--out", str(run))
-    failed = _torchrun(*args, "--config", str(tmp_path / "c.json"), cwd=tmp_path)
+    # The preflight finds the bad volume on every rank before the first epoch: all stop, none hangs.
+    stopped = _torchrun(*args, "--config", str(tmp_path / "c.json"), cwd=tmp_path)
+    assert stopped.returncode != 0
+    assert "1 of " in stopped.stderr and f"{path} (labels.csv line" in stopped.stderr
+    assert not (run / "last.pt").exists()
+    # Without it (contents unchecked), the rank that reads the volume in epoch 2 fails and stops the run.
+    failed = _torchrun(*args, "--config", str(tmp_path / "c.json"), cwd=tmp_path, SPINERANK_PREFLIGHT="0")
     assert failed.returncode != 0
     assert f"volume {path} cannot be read" in failed.stdout + failed.stderr
     # Epoch 1 was checkpointed by rank 0 before the failure.

@@ -16,7 +16,7 @@ import numpy as np
 from . import provenance
 from . import thresholds as thresholds_lib
 from .checkpoint import atomic_write_text
-from .data import DiscDataset, load_or_make_splits, read_labels, split_rows
+from .data import DiscDataset, load_or_make_splits, preflight, read_labels, split_rows
 from .inference import Predictor
 from .metrics import fixed_thresholds
 
@@ -32,14 +32,18 @@ def run_predictor(run: pathlib.Path, device: str, data: str | None = None) -> Pr
     return predictor
 
 
-def split_dataset(predictor: Predictor, split: str) -> DiscDataset:
-    """One split of the run's dataset, one item per volume; the dataset is checked
-    against the one the run was trained on (RUN/dataset.json)."""
+def split_dataset(predictor: Predictor, split: str, progress: bool = False) -> DiscDataset:
+    """One split of the run's dataset, one item per volume. The dataset is checked
+    against the one the run was trained on (RUN/dataset.json), and the split's
+    volumes are all checked first (``data.preflight``), so a bad one stops the
+    command before any scoring."""
     c = predictor.config
     rows = read_labels(c.data, predictor.tasks)
     splits = load_or_make_splits(c.data, rows, c.split_seed)
     provenance.check(predictor.checkpoint.parent, provenance.fingerprint(c.data, rows, splits))
-    return DiscDataset(c.data, split_rows(rows, splits)[split], predictor.tasks, c.volume_shape, mode="eval")
+    chosen = split_rows(rows, splits)[split]
+    preflight(c.data, chosen, progress=progress, desc=f"checking {split} volumes")
+    return DiscDataset(c.data, chosen, predictor.tasks, c.volume_shape, mode="eval")
 
 
 def calibrate(run: str | pathlib.Path, tta: bool = True, method: str = "grid", objective: str = "composite",
@@ -57,7 +61,7 @@ def calibrate(run: str | pathlib.Path, tta: bool = True, method: str = "grid", o
         raise ValueError(f"threshold method must be one of {thresholds_lib.METHODS}, got {method!r}")
     if objective not in thresholds_lib.OBJECTIVES:
         raise ValueError(f"objective must be one of {thresholds_lib.OBJECTIVES}, got {objective!r}")
-    val = split_dataset(predictor, "val")
+    val = split_dataset(predictor, "val", progress=progress)
     predictions, grades = predictor.predict_dataset(val, tta, progress=progress, desc="validation scores")
     tasks, fits = {}, {}
     for t, (name, K) in enumerate(zip(predictor.tasks.names, predictor.tasks.num_grades)):

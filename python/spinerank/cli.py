@@ -135,15 +135,18 @@ def _compare(args) -> None:
           f"reports in {args.out}/<method>/eval/report.md")
 
 
-def _predict(args) -> None:
-    from .predict import predict
+def _predict(args) -> int:
+    from .predict import EXIT_SKIPPED, predict
 
     result = predict(args.checkpoint, args.inputs, args.out, tta=args.tta, device=args.device,
                      progress=not args.quiet)
-    skipped = f"; skipped {len(result['skipped'])} unreadable file(s)" if result["skipped"] else ""
-    print(f"wrote {result['predicted']} prediction(s) to {args.out}{skipped}")
+    skipped = (f"; skipped {len(result['skipped'])} input(s) (missing, unreadable or too small; see above)"
+               if result["skipped"] else "")
+    small = f"; {len(result['small'])} flagged small_input" if result["small"] else ""
     if not result["predicted"]:
-        raise ValueError("no volume could be read")
+        raise ValueError(f"no volume could be read or predicted{skipped}")
+    print(f"wrote {result['predicted']} prediction(s) to {args.out}{small}{skipped}")
+    return EXIT_SKIPPED if result["skipped"] else 0
 
 
 def _demo(args) -> None:
@@ -236,7 +239,12 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--quiet", action="store_true")
     m.set_defaults(handler=_compare)
 
-    r = sub.add_parser("predict", help="scores and grades of new volumes (.nii, .nii.gz, .npy)")
+    r = sub.add_parser("predict", help="scores and grades of new volumes (.nii, .nii.gz, .npy)",
+                       description="Scores and grades of new volumes. Missing or unreadable inputs, and volumes "
+                       "with fewer than a quarter of the model's input voxels along some axis, are skipped "
+                       "with a message; volumes smaller than the model's input are predicted and flagged "
+                       "small_input = 1. Exit status: 0 all predicted, 3 some skipped (the CSV holds the rest), "
+                       "2 none predicted or another error.")
     r.add_argument("--checkpoint", required=True, help="RUN/best.pt (its RUN/thresholds.json grades the scores)")
     tta_flag(r, False)
     r.add_argument("--out", required=True, help="CSV to write")
@@ -263,20 +271,20 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)  # `kill` stops as cleanly as Ctrl-C
     try:
-        args.handler(args)
+        code = args.handler(args)
     except KeyboardInterrupt:
         print("\nspinerank: interrupted. Checkpoints are intact; continue with --resume.", file=sys.stderr)
         return 130
     except (ValueError, OSError) as exc:  # OSError: permissions, a full disk, a read-only folder, ...
         print(f"spinerank: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def _one_line(exc: Exception) -> str:
-    """An exception as one line: an OSError from the system as its reason and the
-    path it concerns, any other as its message with line breaks folded."""
+    """An OSError from the system as one line: its reason and the path it
+    concerns. Other errors keep their text (a preflight lists one file a line)."""
     if isinstance(exc, OSError) and exc.strerror:
         paths = [p for p in (exc.filename, exc.filename2) if p]
         return exc.strerror + (": " + " -> ".join(map(str, paths)) if paths else "")
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return str(exc) or type(exc).__name__

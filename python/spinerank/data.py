@@ -5,16 +5,27 @@ level, sequence, centre``, then one column per task, empty = missing) and
 ``volumes/<ivd_id>_<sequence>.npy`` or ``.nii.gz``, arrays (H, W, D) = (rows,
 columns, sagittal slices). Every problem stops with a message naming the file,
 the row or the column: a volume is never silently replaced by zeros.
+
+labels.csv is UTF-8 (a byte-order mark is allowed); one row per (ivd_id,
+sequence); a disc under one subject; ids that name files stay inside volumes/
+(``read_labels``). ``preflight`` checks every volume a command will read before
+it starts (train: train and validation splits; calibrate: validation; evaluate:
+test), so that a bad file stops the command at once, listed with all the others,
+instead of in the middle of training.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import dataclasses
+import io
+import os
 import pathlib
 from collections import defaultdict
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .checkpoint import atomic_write_text
 from .tasks import TaskTable
@@ -36,48 +47,132 @@ class VolumeRow:
     line: int  # in labels.csv, for messages
 
 
+#: Characters an id used in a volume's file name may not hold: path separators
+#: (both kinds on every system, so a dataset behaves alike everywhere), ``:``
+#: (a drive or stream on Windows) and control characters (NUL among them).
+_UNSAFE_ID_CHARS = frozenset('/\\:') | {chr(c) for c in range(32)} | {chr(127)}
+
+
+def unsafe_id_reason(value: str) -> str | None:
+    """Why ``value`` cannot be part of a file name inside ``volumes/``, or None."""
+    bad = sorted({ch for ch in value if ch in _UNSAFE_ID_CHARS})
+    if bad:
+        return f"holds {', '.join(repr(ch) for ch in bad)}, which a file name in volumes/ cannot"
+    if ".." in value:
+        return "holds '..', which a file name in volumes/ may not"
+    return None
+
+
+def _decode_labels(path: pathlib.Path) -> str:
+    """The text of labels.csv: UTF-8, with or without a byte-order mark."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        hint = " (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ValueError(f"{path} is not UTF-8 text{hint}: byte 0x{data[exc.start]:02x} at line {line}, byte "
+                         f"{column} cannot be decoded ({exc.reason}); save it as UTF-8 (with or without a "
+                         "byte-order mark), e.g. from a spreadsheet as 'CSV UTF-8'") from None
+
+
 def read_labels(data_dir: str | pathlib.Path, tasks: TaskTable) -> list[VolumeRow]:
+    """The rows of labels.csv, checked: every problem names the file and its line(s).
+
+    The file is UTF-8 (a byte-order mark is allowed). A ``(ivd_id, sequence)`` pair
+    appears once; a disc (``ivd_id``) belongs to one subject; ``ivd_id`` and
+    ``sequence`` name a file in ``volumes/``, so they hold no path separator,
+    ``..``, ``:`` or control character, and no two rows name the same file."""
     path = pathlib.Path(data_dir) / "labels.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: a dataset folder needs labels.csv (SPEC §10)")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
+    reader = csv.DictReader(io.StringIO(_decode_labels(path), newline=""))
+    try:
         header = reader.fieldnames or []
-        missing = [c for c in (*ID_COLUMNS, *tasks.names) if c not in header]
-        if missing:
-            raise ValueError(f"{path}: missing required column(s) {', '.join(missing)} "
-                             f"(has {', '.join(header) or 'no header'})")
-        rows = []
-        for line, record in enumerate(reader, start=2):
-            grades = []
-            for task in tasks.tasks:
-                cell = (record[task.name] or "").strip()
-                if cell == "":
-                    grades.append(-1)
-                    continue
-                try:
-                    grade = int(float(cell)) if float(cell).is_integer() else None
-                except ValueError:
-                    grade = None
-                if grade is None:
-                    raise ValueError(f"{path}, line {line}, column {task.name}: grade {cell!r} is not an integer")
-                if grade >= task.num_grades:
-                    raise ValueError(f"{path}, line {line}, column {task.name}: grade {grade} is outside "
-                                     f"0..{task.num_grades - 1} (empty or negative = missing)")
-                grades.append(grade if grade >= 0 else -1)
-            ids = {c: (record[c] or "").strip() for c in ID_COLUMNS}
-            for c in ("ivd_id", "subject_id", "sequence"):
-                if not ids[c]:
-                    raise ValueError(f"{path}, line {line}: column {c} is empty")
-            rows.append(VolumeRow(**ids, grades=tuple(grades), line=line))
+    except csv.Error as exc:
+        raise ValueError(f"{path}, line {reader.line_num}: {exc}") from None
+    missing = [c for c in (*ID_COLUMNS, *tasks.names) if c not in header]
+    if missing:
+        raise ValueError(f"{path}: missing required column(s) {', '.join(missing)} "
+                         f"(has {', '.join(header) or 'no header'})")
+    rows = []
+    seen: dict[tuple[str, str], VolumeRow] = {}  # (ivd_id, sequence) -> its row
+    files: dict[str, VolumeRow] = {}  # volume file name (without suffix) -> its row
+    subject_of: dict[str, VolumeRow] = {}  # ivd_id -> its first row
+    records = iter(reader)
+    while True:
+        try:
+            record = next(records)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise ValueError(f"{path}, line {reader.line_num}: {exc}") from None
+        line = reader.line_num
+        grades = []
+        for task in tasks.tasks:
+            cell = (record[task.name] or "").strip()
+            if cell == "":
+                grades.append(-1)
+                continue
+            try:
+                grade = int(float(cell)) if float(cell).is_integer() else None
+            except (ValueError, OverflowError):
+                grade = None
+            if grade is None:
+                raise ValueError(f"{path}, line {line}, column {task.name}: grade {cell!r} is not an integer")
+            if grade >= task.num_grades:
+                raise ValueError(f"{path}, line {line}, column {task.name}: grade {grade} is outside "
+                                 f"0..{task.num_grades - 1} (empty or negative = missing)")
+            grades.append(grade if grade >= 0 else -1)
+        ids = {c: (record[c] or "").strip() for c in ID_COLUMNS}
+        for c in ("ivd_id", "subject_id", "sequence"):
+            if not ids[c]:
+                raise ValueError(f"{path}, line {line}: column {c} is empty")
+        for c in ("ivd_id", "sequence"):
+            reason = unsafe_id_reason(ids[c])
+            if reason:
+                raise ValueError(f"{path}, line {line}, column {c}: {ids[c]!r} {reason} "
+                                 f"(volumes/<ivd_id>_<sequence>.npy must stay inside volumes/)")
+        row = VolumeRow(**ids, grades=tuple(grades), line=line)
+        key = (row.ivd_id, row.sequence)
+        if key in seen:
+            first = seen[key]
+            same = "the same grades" if first.grades == row.grades else "different grades"
+            raise ValueError(f"{path}, lines {first.line} and {line}: ivd_id {row.ivd_id!r}, sequence "
+                             f"{row.sequence!r} appears twice (with {same}); keep one row per volume")
+        seen[key] = row
+        name = f"{row.ivd_id}_{row.sequence}"
+        if name in files:
+            first = files[name]
+            raise ValueError(f"{path}, lines {first.line} and {line}: (ivd_id {first.ivd_id!r}, sequence "
+                             f"{first.sequence!r}) and (ivd_id {row.ivd_id!r}, sequence {row.sequence!r}) "
+                             f"both name the volume volumes/{name}")
+        files[name] = row
+        first = subject_of.setdefault(row.ivd_id, row)
+        if first.subject_id != row.subject_id:
+            raise ValueError(f"{path}, lines {first.line} and {line}: ivd_id {row.ivd_id!r} is under subject "
+                             f"{first.subject_id!r} on line {first.line} and subject {row.subject_id!r} on line "
+                             f"{line}; a disc belongs to one subject")
+        rows.append(row)
     if not rows:
         raise ValueError(f"{path} has no rows")
     return rows
 
 
 def volume_path(data_dir: str | pathlib.Path, row: VolumeRow) -> pathlib.Path:
-    """volumes/<ivd_id>_<sequence>.npy or .nii.gz (.npy first); raises naming both if neither exists."""
-    base = pathlib.Path(data_dir) / "volumes" / f"{row.ivd_id}_{row.sequence}"
+    """volumes/<ivd_id>_<sequence>.npy or .nii.gz (.npy first); raises naming both if neither exists.
+
+    The name is always a file directly inside ``volumes/`` (ValueError otherwise,
+    whatever the row holds); a symbolic link placed there is followed."""
+    volumes = pathlib.Path(data_dir) / "volumes"
+    stem = f"{row.ivd_id}_{row.sequence}"
+    reason = unsafe_id_reason(stem)
+    candidate = os.path.normpath(volumes / stem)
+    if reason or os.path.dirname(candidate) != os.path.normpath(volumes) or pathlib.Path(stem).name != stem:
+        raise ValueError(f"volume name {stem!r} of labels.csv line {row.line} "
+                         f"{reason or 'is not a file name inside volumes/'}")
+    base = volumes / stem
     for suffix in (".npy", ".nii.gz", ".nii"):
         path = base.with_name(base.name + suffix)
         if path.exists():
@@ -99,10 +194,140 @@ def load_volume(path: str | pathlib.Path) -> np.ndarray:
         raise ValueError(f"volume {path} cannot be read: {exc}") from exc
     if array.ndim != 3:
         raise ValueError(f"volume {path} has shape {array.shape}; expected 3 dimensions (H, W, D)")
-    array = array.astype(np.float32, copy=False)
+    if array.dtype.kind not in NUMERIC_KINDS:
+        raise ValueError(f"volume {path} has dtype {array.dtype}; expected real numbers (float, int or bool)")
+    if 0 in array.shape:
+        raise ValueError(f"volume {path} has shape {array.shape}: it is empty")
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32's range: inf, reported
+        array = array.astype(np.float32, copy=False)
     if not np.isfinite(array).all():
         raise ValueError(f"volume {path} contains NaN or infinite values")
     return array
+
+
+# ---------------------------------------------------------------------------
+# Preflight: every volume a command will read, checked before it starts
+
+#: dtype kinds a volume may have: bool, signed and unsigned int, float.
+NUMERIC_KINDS = "biuf"
+#: Bad files listed one per line in preflight's message; the rest are counted.
+PREFLIGHT_LISTED = 20
+#: Elements checked for finiteness at a time (bounds preflight's memory).
+_CHUNK_ELEMENTS = 2**22
+
+
+def _npy_header(path: pathlib.Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, offset of the data) from a .npy header, reading nothing else."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        else:  # 2.0 and 3.0 differ only in the header's length field and text encoding
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        return tuple(shape), dtype, f.tell()
+
+
+def _check_shape_dtype(shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+    if len(shape) != 3:
+        return f"shape {shape}: expected 3 dimensions (H, W, D)"
+    if dtype.kind not in NUMERIC_KINDS:
+        return f"dtype {dtype}: expected real numbers (float, int or bool)"
+    if 0 in shape:
+        return f"shape {shape}: it is empty"
+    return None
+
+
+def _all_finite(array) -> bool:
+    """Whether every value is finite as float32 (what load_volume makes of it), a chunk at a time."""
+    if array.dtype.kind != "f":
+        return True  # bool and every int are finite as float32
+    step = max(1, _CHUNK_ELEMENTS // max(1, int(np.prod(array.shape[1:]))))
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32's range becomes inf: reported
+        return all(np.isfinite(np.asarray(array[i:i + step]).astype(np.float32, copy=False)).all()
+                   for i in range(0, array.shape[0], step))
+
+
+def check_volume(path: str | pathlib.Path) -> str | None:
+    """Why the volume file ``path`` cannot be used, or None if load_volume will read it.
+
+    .npy: the header (shape, dtype), then the file's size against it (a truncated
+    file), then every value through a read-only memory map. NIfTI: the header,
+    then a full decode: a truncated or damaged .nii.gz shows only when its
+    compressed stream is read to the end, so nothing less finds it."""
+    path = pathlib.Path(path)
+    try:
+        if path.suffix == ".npy":
+            shape, dtype, offset = _npy_header(path)
+            problem = _check_shape_dtype(shape, dtype)
+            if problem:
+                return problem
+            needed = offset + int(np.prod(shape)) * dtype.itemsize
+            size = path.stat().st_size
+            if size < needed:
+                return (f"truncated: its header says {'x'.join(map(str, shape))} {dtype} ({needed} bytes "
+                        f"with the header) but the file holds {size} bytes")
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        else:
+            import nibabel
+
+            image = nibabel.load(str(path))
+            problem = _check_shape_dtype(tuple(image.shape), np.dtype(image.get_data_dtype()))
+            if problem:
+                return problem
+            array = image.get_fdata(dtype=np.float32)
+        if not _all_finite(array):
+            wide = " (as float32)" if array.dtype.itemsize > 4 else ""
+            return f"contains NaN or infinite values{wide}"
+    except Exception as exc:  # numpy, nibabel, gzip and the OS raise many kinds
+        return f"cannot be read: {type(exc).__name__}: {exc}"
+    return None
+
+
+def preflight(data_dir: str | pathlib.Path, rows: list[VolumeRow], *, progress: bool = True,
+              workers: int | None = None, desc: str = "checking volumes") -> dict[VolumeRow, pathlib.Path]:
+    """Checks every volume of ``rows`` before a command reads any (``check_volume``):
+    it exists inside ``volumes/``, its header is readable, it has 3 non-empty
+    dimensions and a real numeric dtype, and all its values are finite.
+
+    Raises one ValueError listing every bad file with its reason (the first
+    ``PREFLIGHT_LISTED``, then a count); returns {row: volume path} otherwise.
+    Files are checked by ``workers`` threads (default: the CPUs, at most 8;
+    reading and gzip decoding release the GIL).
+
+    With the environment variable ``SPINERANK_PREFLIGHT=0`` only the files'
+    existence is checked (no reads: for very large datasets on slow storage);
+    a bad file then stops the command when it is first read, as before."""
+    rows = list(rows)
+    contents = os.environ.get("SPINERANK_PREFLIGHT", "1").strip() != "0"
+    found: dict[VolumeRow, pathlib.Path] = {}
+    problems: list[tuple[int, str]] = []  # (index of the row, message)
+
+    def check(index_row):
+        index, row = index_row
+        try:
+            path = volume_path(data_dir, row)
+        except (FileNotFoundError, ValueError) as exc:
+            return index, row, None, str(exc)
+        reason = check_volume(path) if contents else None
+        return index, row, path, None if reason is None else f"{path} (labels.csv line {row.line}): {reason}"
+
+    workers = workers or min(8, os.cpu_count() or 1)
+    bar = tqdm(total=len(rows), desc=desc, unit="volume", leave=False, disable=not progress)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        for index, row, path, problem in pool.map(check, enumerate(rows)):
+            bar.update()
+            if problem is None:
+                found[row] = path
+            else:
+                problems.append((index, problem))
+    bar.close()
+    if problems:
+        lines = [message for _, message in sorted(problems)]
+        shown = "\n  ".join(lines[:PREFLIGHT_LISTED])
+        more = f"\n  ... and {len(lines) - PREFLIGHT_LISTED} more" if len(lines) > PREFLIGHT_LISTED else ""
+        raise ValueError(f"{len(lines)} of {len(rows)} volume(s) in {pathlib.Path(data_dir) / 'volumes'} "
+                         f"cannot be used (nothing was started):\n  {shown}{more}")
+    return found
 
 
 def fit_to_shape(volume: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -153,7 +378,7 @@ def load_or_make_splits(data_dir: str | pathlib.Path, rows: list[VolumeRow], see
     path = pathlib.Path(data_dir) / "splits.csv"
     subjects = {row.subject_id for row in rows}
     if path.exists():
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             if not {"subject_id", "split"} <= set(reader.fieldnames or []):
                 raise ValueError(f"{path}: needs columns subject_id and split")
@@ -169,8 +394,11 @@ def load_or_make_splits(data_dir: str | pathlib.Path, rows: list[VolumeRow], see
         splits = {s: splits[s] for s in subjects}
     else:
         splits = make_splits(rows, seed)
-        lines = ["subject_id,split"] + [f"{s},{splits[s]}" for s in sorted(splits)]
-        atomic_write_text(path, "\n".join(lines) + "\n")
+        buffer = io.StringIO()  # quoted where needed: a subject id may hold a comma
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["subject_id", "split"])
+        writer.writerows([s, splits[s]] for s in sorted(splits))
+        atomic_write_text(path, buffer.getvalue())
     for name in SPLITS:
         if name not in splits.values():
             raise ValueError(f"the {name} split is empty ({len(subjects)} subjects in {path}); "

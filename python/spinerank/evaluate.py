@@ -58,6 +58,8 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
     predictor = calibrate_lib.run_predictor(run, device, data)
     tasks = predictor.tasks
     out = pathlib.Path(out) if out else run / ("eval" if tta else "eval-no-tta")
+    # The test volumes are checked before anything is written or scored (calibration included).
+    test = calibrate_lib.split_dataset(predictor, "test", progress=progress)
     out.mkdir(parents=True, exist_ok=True)
 
     if predictor.method.ranking:
@@ -72,7 +74,6 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
     else:  # the grade boundaries of the expected-grade score, for the borderline flag and the plots
         thresholds = [metrics_lib.fixed_thresholds(k, predictor.scale) for k in tasks.num_grades]
 
-    test = calibrate_lib.split_dataset(predictor, "test")
     predictions, grades = predictor.predict_dataset(test, tta, progress=progress, desc="test scores")
     predicted = predictor.grades(predictions, thresholds if predictor.method.ranking else None)
     rows = [item[0] for item in test.items]

@@ -2,13 +2,31 @@
 
 Inputs are NIfTI (``.nii``, ``.nii.gz``) or NumPy (``.npy``) volumes of one disc,
 (H, W, D) like the dataset's, or folders searched for them. Each volume is fitted
-to the model's volume shape and scored (with TTA if asked). A file that cannot
-be read is reported by name and skipped; the others are still predicted.
+to the model's volume shape and scored (with TTA if asked).
+
+Bad inputs are reported on stderr by name and skipped; the others are still
+predicted:
+
+- a path that does not exist, or a file that cannot be read (not a volume, not
+  3-D, not real numbers, NaN or infinite values);
+- a volume below the floor: along some axis fewer than a quarter of the voxels
+  the model sees (``MIN_INPUT_FRACTION`` of its ``input_shape``; empty axes
+  included). Most of what the model would see is zero padding: its scores would
+  mean nothing.
+
+A volume smaller than the model's ``input_shape`` along some axis (but above the
+floor) is predicted, flagged ``small_input`` = 1 in the CSV, with a warning on
+stderr: part of the model's view is zero padding, so treat its grades with care.
+
+Exit status of ``spinerank predict``: 0 when every input was predicted,
+``EXIT_SKIPPED`` (3) when some were skipped (the CSV holds the others), 2 when
+none could be predicted or on any other error.
 """
 from __future__ import annotations
 
 import csv
 import io
+import math
 import pathlib
 import sys
 
@@ -23,15 +41,20 @@ from .inference import Predictor
 from .metrics import fixed_thresholds
 
 SUFFIXES = (".nii.gz", ".nii", ".npy")
+#: A volume is refused when some axis has fewer voxels than this fraction of the model's input_shape.
+MIN_INPUT_FRACTION = 0.25
+#: Exit status of ``spinerank predict`` when some inputs were skipped but the CSV was written.
+EXIT_SKIPPED = 3
 
 
 def _is_volume(path: pathlib.Path) -> bool:
     return path.name.endswith(SUFFIXES)
 
 
-def find_volumes(inputs) -> list[pathlib.Path]:
-    """The volume files among ``inputs`` (files, or folders searched recursively), sorted per folder."""
-    found = []
+def find_volumes(inputs) -> tuple[list[pathlib.Path], list[tuple[str, str]]]:
+    """The volume files among ``inputs`` (files, or folders searched recursively,
+    sorted per folder), and the inputs that do not exist as (path, reason)."""
+    found, missing = [], []
     for item in inputs:
         path = pathlib.Path(item)
         if path.is_dir():
@@ -39,16 +62,28 @@ def find_volumes(inputs) -> list[pathlib.Path]:
         elif path.exists():
             found.append(path)
         else:
-            raise FileNotFoundError(f"{path} does not exist")
-    if not found:
+            missing.append((str(path), f"{path} does not exist"))
+    if not found and not missing:
         raise ValueError(f"no .nii, .nii.gz or .npy volumes in {', '.join(map(str, inputs))}")
-    return found
+    return found, missing
+
+
+def input_size_problem(shape_dhw, input_shape) -> tuple[bool, str | None]:
+    """(small, refusal) for a volume of ``shape_dhw`` (D, H, W) and the model's
+    ``input_shape``: small when some axis is shorter than the model's input,
+    refused (a reason) when some axis is below the floor."""
+    floor = [max(1, math.ceil(i * MIN_INPUT_FRACTION)) for i in input_shape]
+    shown = f"(D, H, W) {tuple(shape_dhw)}, the model's input {tuple(input_shape)}"
+    if any(s < f for s, f in zip(shape_dhw, floor)):
+        return True, f"too small to predict: {shown}; the floor is {tuple(floor)} (a quarter of the input per axis)"
+    return any(s < i for s, i in zip(shape_dhw, input_shape)), None
 
 
 def predict(checkpoint, inputs, out, tta: bool = False, device: str = "cpu", batch_size: int = 16,
             progress: bool = True) -> dict:
-    """Writes ``out`` (CSV: file, then per task score, grade, TTA std, borderline);
-    returns {"predicted": n, "skipped": [(file, reason), ...]}."""
+    """Writes ``out`` (CSV: file, small_input, then per task score, grade, TTA
+    std, borderline); returns {"predicted": n, "skipped": [(file, reason), ...],
+    "small": [file, ...]}. Every skipped or small input is also reported on stderr."""
     predictor = Predictor(checkpoint, device=device)
     tasks = predictor.tasks
     run = predictor.checkpoint.parent
@@ -66,26 +101,39 @@ def predict(checkpoint, inputs, out, tta: bool = False, device: str = "cpu", bat
     else:
         thresholds = [fixed_thresholds(k, predictor.scale) for k in tasks.num_grades]
 
-    files = find_volumes(inputs)
+    files, skipped = find_volumes(inputs)
+    for _, reason in skipped:
+        print(f"spinerank: skipped: {reason}", file=sys.stderr)
     shape = tuple(predictor.config.volume_shape)
+    input_shape = tuple(predictor.config.input_shape)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file"] + [f"{n}_{c}" for n in tasks.names for c in ("score", "grade", "std", "borderline")])
-    skipped = []
+    writer.writerow(["file", "small_input"]
+                    + [f"{n}_{c}" for n in tasks.names for c in ("score", "grade", "std", "borderline")])
+    small = []
     predicted_count = 0
     bar = tqdm(total=len(files), desc="predicting", disable=not progress)
     for start in range(0, len(files), batch_size):
-        batch, names = [], []
+        batch, names, flagged = [], [], []
         for path in files[start:start + batch_size]:
             try:
                 array = load_volume(path)  # its errors name the file
+                volume = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # (D, H, W)
+                is_small, refusal = input_size_problem(volume.shape, input_shape)
+                if refusal:
+                    raise ValueError(f"volume {path} (H, W, D) {array.shape} is {refusal}")
             except ValueError as exc:
                 skipped.append((str(path), str(exc)))
                 print(f"spinerank: skipped: {exc}", file=sys.stderr)
                 continue
-            volume = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+            if is_small:
+                small.append(str(path))
+                print(f"spinerank: warning: volume {path} is smaller than the model's input: (D, H, W) "
+                      f"{tuple(volume.shape)} < {input_shape} along some axis; predicted on zero padding, "
+                      "flagged small_input in the CSV", file=sys.stderr)
             batch.append(fit_to_shape(volume, shape)[None])
             names.append(path)
+            flagged.append(is_small)
         bar.update(len(files[start:start + batch_size]))
         if not batch:
             continue
@@ -93,7 +141,7 @@ def predict(checkpoint, inputs, out, tta: bool = False, device: str = "cpu", bat
         grades = predictor.grades(predictions, thresholds if predictor.method.ranking else None)
         flags = borderline(predictions.scores, predictions.std, thresholds)
         for i, path in enumerate(names):
-            line = [str(path)]
+            line = [str(path), int(flagged[i])]
             for t in range(len(tasks)):
                 line += [f"{predictions.scores[i, t]:.6f}", int(grades[i, t]), f"{predictions.std[i, t]:.6f}",
                          int(flags[i, t])]
@@ -103,4 +151,4 @@ def predict(checkpoint, inputs, out, tta: bool = False, device: str = "cpu", bat
     from .checkpoint import atomic_write_text
 
     atomic_write_text(out, buffer.getvalue())
-    return {"predicted": predicted_count, "skipped": skipped}
+    return {"predicted": predicted_count, "skipped": skipped, "small": small}

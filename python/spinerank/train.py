@@ -35,7 +35,7 @@ from . import config as config_lib
 from . import distributed, methods, provenance
 from .augmentation import TrainAugment, centre_crop, swap_flipped
 from .checkpoint import atomic_write, atomic_write_text, json_safe, load_checkpoint, save_checkpoint
-from .data import DiscDataset, class_weights, load_or_make_splits, read_labels, split_rows
+from .data import DiscDataset, class_weights, load_or_make_splits, preflight, read_labels, split_rows
 from .methods import weighted_cross_entropy  # noqa: F401 (its home before methods.py)
 from .metrics import balanced_accuracy, fixed_thresholds, grades_from_scores, quadratic_weighted_kappa
 from .model import build_model
@@ -73,6 +73,8 @@ class Trainer:
         splits = load_or_make_splits(config.data, rows, config.split_seed)
         self.dataset_record = provenance.fingerprint(config.data, rows, splits)
         self.rows = split_rows(rows, splits)
+        # Every volume training will read, checked now: a bad one stops the run before the first epoch.
+        preflight(config.data, self.rows["train"] + self.rows["val"], progress=config.progress and self.dist.is_main)
         self.train_set = DiscDataset(config.data, self.rows["train"], self.tasks, config.volume_shape,
                                      mode="train", seed=config.seed)
         self.val_set = DiscDataset(config.data, self.rows["val"], self.tasks, config.volume_shape, mode="eval")
