@@ -18,16 +18,13 @@ def _mining_seed(max_pairs, generator: Generator) -> Optional[torch.Tensor]:
     """An int64 scalar seeding the random part of mining, drawn from ``generator``
     (a torch.Generator, an int used as the seed itself, or None for torch's
     default generator). None when there is no mining."""
+    _validate.generator(generator)
     if max_pairs is None:
         return None
     if isinstance(generator, int):
         return torch.tensor(generator, dtype=torch.long)
     return torch.randint(-_SEED_HIGH, _SEED_HIGH, (), dtype=torch.long, generator=generator,
                          device=generator.device if generator is not None else "cpu")
-
-
-def _grades_for_kernel(grades: torch.Tensor) -> torch.Tensor:
-    return grades if grades.dtype in (torch.int64, torch.int32) else grades.long()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +59,7 @@ def _loss(scores, grades, ks, options: LossOptions, seed: Optional[torch.Tensor]
     """(loss, counts) from the fused op, or from the reference when it is not loaded."""
     if _library.fused_for(scores):
         loss, _, counts = torch.ops.spinerank_ext.pairwise_rank_loss(
-            scores, _grades_for_kernel(grades), ks, *options.op_args(), seed)
+            scores, _validate.grades_for_kernel(grades, ks), ks, *options.op_args(), seed)
         return loss, counts
     return reference.pairwise_rank_loss(
         scores, grades, ks, **dataclasses.asdict(options),
@@ -149,7 +146,7 @@ def mined_pairs(
                                      margin_scale=margin_scale, max_pairs=max_pairs,
                                      hard_fraction=hard_fraction, generator=int(seed))
     return torch.ops.spinerank_ext.mined_pairs(
-        scores.detach(), _grades_for_kernel(grades), ks, float(margin_base), float(margin_scale),
+        scores.detach(), _validate.grades_for_kernel(grades, ks), ks, float(margin_base), float(margin_scale),
         max_pairs, float(hard_fraction), seed)
 
 
@@ -205,8 +202,17 @@ class PairwiseRankLoss(torch.nn.Module):
                                    task_reduction)
         if isinstance(num_grades, torch.Tensor):
             num_grades = num_grades.tolist()
-        self.num_grades = num_grades if isinstance(num_grades, int) else tuple(num_grades)
+        # K is checked here (its range; the number of tasks at the first call).
+        if isinstance(num_grades, int):
+            _validate.num_grades_tuple(num_grades, 1)
+        elif isinstance(num_grades, Sequence) and not isinstance(num_grades, str):
+            num_grades = tuple(num_grades)
+            _validate.num_grades_tuple(num_grades, len(num_grades))
+        else:
+            raise ValueError(f"num_grades must be an int or a sequence of ints, got {num_grades!r}")
+        self.num_grades = num_grades
         self._ks: dict[int, tuple[int, ...]] = {}
+        _validate.generator(generator)
         if isinstance(generator, int):
             self.register_buffer("mining_seed", torch.tensor(generator, dtype=torch.long))
             self.register_buffer("mining_step", torch.zeros((), dtype=torch.long))

@@ -69,8 +69,10 @@ def mined_pairs(scores, grades, num_grades, *, margin_base=0.5, margin_scale=1.5
     B, T = scores.shape
     ks = _validate.num_grades_tuple(num_grades, T)
     _validate.mining(max_pairs, hard_fraction)
+    _validate.generator(generator)
     if max_pairs is None:
         raise ValueError("mined_pairs needs max_pairs")
+    grades = _validate.grades_for_kernel(grades, ks)
     _check_values(scores, grades, ks)
     i, j = _all_pairs(B, scores.device)
     out = torch.full((T, max_pairs, 2), -1, dtype=torch.long, device=scores.device)
@@ -120,10 +122,11 @@ def pairwise_rank_loss(scores, grades, num_grades, *, scale=10.0, margin_base=0.
     _validate.scores_and_grades(scores, grades)
     _validate.loss_params(pair_fn=pair_fn, sigma=sigma, max_pairs=max_pairs,
                           hard_fraction=hard_fraction, task_reduction=task_reduction)
+    _validate.generator(generator)
     B, T = scores.shape
     ks = _validate.num_grades_tuple(num_grades, T)
+    grades = _validate.grades_for_kernel(grades, ks).long()
     _check_values(scores, grades, ks)
-    grades = grades.long()
 
     i, j = _all_pairs(B, scores.device)  # (P,)
     delta = scores[i] - scores[j]  # (P, T)
@@ -181,6 +184,8 @@ def host_pairs(scores, grades, num_grades, *, margin_base=0.5, margin_scale=1.5,
     _validate.scores_and_grades(scores, grades)
     ks = _validate.num_grades_tuple(num_grades, scores.shape[1])
     _validate.mining(max_pairs, hard_fraction)
+    _validate.generator(generator)
+    grades = _validate.grades_for_kernel(grades, ks)
     _check_values(scores, grades, ks)
     if isinstance(generator, int):
         generator = torch.Generator().manual_seed(generator)
