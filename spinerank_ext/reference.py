@@ -263,10 +263,12 @@ def soft_clamp(h, scale=10.0, beta=5.0):
 
 def tta_views(vol, out_size, flips=(False, True), shifts_h=(-16, 0, 16), shifts_w=(-16, 0, 16),
               shifts_d=(-1, 0, 1), fill=0.0):
-    """The TTA views of SPEC §4 as a loop of crops and flips: (N, V, C, d, h, w)."""
+    """The TTA views of SPEC §4 as a loop of crops and flips: (N, V, C, d, h, w).
+    Forward only, like the op: the result never requires grad."""
     _validate.volume(vol)
     d, h, w = _validate.out_size(out_size)
     flips, shifts_h, shifts_w, shifts_d = _validate.tta_grid(flips, shifts_h, shifts_w, shifts_d)
+    vol = vol.detach()
     D, H, W = vol.shape[2:]
     z0, y0, x0 = (D - d) // 2, (H - h) // 2, (W - w) // 2
     # Pad with `fill` until every view's window lies inside the padded volume.
@@ -293,16 +295,24 @@ def augment(vol, params, out_size):
     are picked by indexing; the in-plane resampling is one bilinear
     ``grid_sample`` (zero padding) of every slice of a sample on its own grid,
     computed in float64 and cast to the volume's dtype.
+
+    A sample with a non-finite parameter (NaN, +-inf) or scale = 0 is all zeros
+    with flipped False, as in the op. Forward only: the result never requires grad.
     """
     _validate.volume(vol)
     d, h, w = _validate.out_size(out_size)
     _validate.augment_params(vol, params)
+    vol = vol.detach()
     N, C, D, H, W = vol.shape
     z0, y0, x0 = (D - d) // 2, (H - h) // 2, (W - w) // 2
     work = vol.dtype if vol.dtype in (torch.float32, torch.float64) else torch.float32
-    p = params.to(torch.float64)
-    dz = torch.floor(p[:, 0] + 0.5).long()
-    flipped = p[:, 1] >= 0.5
+    p = params.detach().to(torch.float64)
+    valid = torch.isfinite(p).all(dim=1) & torch.isfinite(1 / p[:, 5])  # (N,)
+    identity = torch.tensor([0, 0, 0, 0, 0, 1, 0], dtype=torch.float64, device=p.device)
+    p = torch.where(valid[:, None], p, identity)  # computed on, then zeroed below
+    # Slice shifts beyond +-2^50 leave every slice outside any volume (as kFarAway does).
+    dz = torch.floor(p[:, 0] + 0.5).clamp(-(2**50), 2**50).long()
+    flipped = (p[:, 1] >= 0.5) & valid
 
     # Slices: out slice k shows input slice z0 + (flip ? d-1-k : k) + dz; the
     # offset is added before resampling and vacated slices are zero.
@@ -331,4 +341,5 @@ def augment(vol, params, out_size):
     grid = torch.stack([(2 * xs + 1) / W - 1, (2 * ys + 1) / H - 1], dim=-1).to(work)
     out = F.grid_sample(slices.reshape(N, C * d, H, W), grid, mode="bilinear", padding_mode="zeros",
                         align_corners=False)
+    out = torch.where(valid.view(N, 1, 1, 1), out, 0)
     return out.view(N, C, d, h, w).to(vol.dtype), flipped
