@@ -2,6 +2,9 @@
 
 The C++ kernels check again (they can be called directly through torch.ops) and
 also check what needs the data: finite scores and grades below K.
+
+Limits: 2 <= K <= MAX_NUM_GRADES (2^31 - 1), 1 <= max_pairs <= 2^63 - 1, an
+int generator seed within int64; the batch size B <= 2^31 - 1 (C++).
 """
 from __future__ import annotations
 
