@@ -58,7 +58,7 @@ class PairwiseRankLossFunction : public torch::autograd::Function<PairwiseRankLo
     ctx->save_for_backward({pair_grad});
     // Only for the Error node's edge below: a reference, not a saved variable
     // (so no version check that first-order backward would not have made).
-    ctx->saved_data["scores"] = scores;
+    if (scores.requires_grad()) ctx->saved_data["scores"] = scores;
     ctx->mark_non_differentiable({pair_grad, counts});
     return {loss, pair_grad, counts};
   }
@@ -79,7 +79,8 @@ class PairwiseRankLossFunction : public torch::autograd::Function<PairwiseRankLo
       at::NoGradGuard no_grad;
       grad = call_backward(grad_outputs[0], pair_grad);
     }
-    const at::Tensor scores = ctx->saved_data["scores"].toTensor();
+    const auto saved = ctx->saved_data.find("scores");
+    const at::Tensor scores = saved != ctx->saved_data.end() ? saved->second.toTensor() : at::Tensor();
     auto error = c10::make_intrusive<torch::autograd::Error>(
         kSecondOrderMessage, torch::autograd::collect_next_edges(scores, grad_outputs[0]));
     torch::autograd::create_gradient_edge(grad, std::move(error));

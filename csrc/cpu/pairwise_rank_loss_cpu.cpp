@@ -65,44 +65,81 @@ struct TaskSamples {
 // A task's samples grouped by grade. Only the grades that occur form groups,
 // in increasing grade order, batch order kept within a group: group c has
 // grade grade[c] and holds positions start[c] .. start[c + 1] - 1; pos[k] is
-// the sample at position k and s[k] its score; group[a] is sample a's group.
-// Every size and loop depends on the samples, never on K: the loops over
-// groups and pairs of groups cost O(G) and O(G^2) for G <= min(n, K) grades
-// present, and the grouping O(n + largest grade) or O(n log n).
+// the sample at position k and s[k] its score; with_group, group[a] is sample
+// a's group. Every size and loop depends on the samples, never on K: the
+// loops over groups and pairs of groups cost O(G) and O(G^2) for G <= min(n, K)
+// grades present, and the grouping O(n + largest grade) or O(n log n).
 struct GradeGroups {
   std::vector<int> grade, start, pos, group;
   std::vector<double> s;
   int count() const { return int(grade.size()); }
 };
 
-GradeGroups group_by_grade(const TaskSamples& ts) {
+GradeGroups group_by_grade(const TaskSamples& ts, bool with_group = false);
+
+// The grades that occur (ascending) and each sample's group among them,
+// without grouping the samples: what the mining table needs.
+struct GroupIndex {
+  std::vector<int> grade, group;
+};
+
+GroupIndex group_index(const TaskSamples& ts) {
+  const int n = ts.n();
+  const int64_t range = int64_t(ts.max_grade) + 1;
+  if (range > 4 * int64_t(n) + 64) {
+    GradeGroups gg = group_by_grade(ts, /*with_group=*/true);
+    return {std::move(gg.grade), std::move(gg.group)};
+  }
+  // group_of[c]: the group of grade c (-1: absent; 0 marks present first).
+  std::vector<int> group_of(range, -1);
+  for (int a = 0; a < n; ++a) group_of[ts.y[a]] = 0;
+  GroupIndex gi;
+  gi.grade.reserve(size_t(std::min<int64_t>(range, n)));
+  for (int64_t c = 0; c < range; ++c) {
+    if (group_of[c] == 0) {
+      group_of[c] = int(gi.grade.size());
+      gi.grade.push_back(int(c));
+    }
+  }
+  gi.group.resize(n);
+  for (int a = 0; a < n; ++a) gi.group[a] = group_of[ts.y[a]];
+  return gi;
+}
+
+GradeGroups group_by_grade(const TaskSamples& ts, bool with_group) {
   const int n = ts.n();
   GradeGroups gg;
   gg.pos.resize(n);
   gg.s.resize(n);
-  gg.group.resize(n);
   const int64_t range = int64_t(ts.max_grade) + 1;  // grades are 0 .. range - 1
+  gg.grade.reserve(size_t(std::min<int64_t>(range, n)));
   if (range <= 4 * int64_t(n) + 64) {
-    // A counting sort over the grades' range.
-    std::vector<int> first(range + 1, 0), dense(range, -1);
+    // A counting sort over the grades' range; `first` ends up as gg.start.
+    std::vector<int> first(range + 1, 0);
     for (int a = 0; a < n; ++a) ++first[ts.y[a] + 1];
-    for (int64_t c = 0; c < range; ++c) {
-      if (first[c + 1] > 0) {
-        dense[c] = gg.count();
-        gg.grade.push_back(int(c));
-        gg.start.push_back(first[c]);
-      }
-      first[c + 1] += first[c];
-    }
-    gg.start.push_back(n);
+    for (int64_t c = 0; c < range; ++c) first[c + 1] += first[c];  // first[c]: where grade c starts
     for (int a = 0; a < n; ++a) {
-      const int k = first[ts.y[a]]++;
+      const int k = first[ts.y[a]]++;  // afterwards first[c] is where grade c ends
       gg.pos[k] = a;
       gg.s[k] = ts.s[a];
-      gg.group[a] = dense[ts.y[a]];
     }
+    // Keep the grades that occur, compacting their starts in place (the
+    // write index never passes the read index).
+    int groups = 0, begin = 0;
+    for (int64_t c = 0; c < range; ++c) {
+      const int end = first[c];
+      if (end > begin) {
+        gg.grade.push_back(int(c));
+        first[groups++] = begin;
+      }
+      begin = end;
+    }
+    first[groups] = n;
+    first.resize(groups + 1);
+    gg.start = std::move(first);
   } else {
     // Few samples with large grades: a stable sort by grade.
+    gg.start.reserve(size_t(n) + 1);
     std::iota(gg.pos.begin(), gg.pos.end(), 0);
     std::stable_sort(gg.pos.begin(), gg.pos.end(), [&](int u, int v) { return ts.y[u] < ts.y[v]; });
     for (int k = 0; k < n; ++k) {
@@ -112,9 +149,13 @@ GradeGroups group_by_grade(const TaskSamples& ts) {
         gg.start.push_back(k);
       }
       gg.s[k] = ts.s[a];
-      gg.group[a] = gg.count() - 1;
     }
     gg.start.push_back(n);
+  }
+  if (with_group) {
+    gg.group.resize(n);
+    for (int c = 0; c < gg.count(); ++c)
+      for (int k = gg.start[c]; k < gg.start[c + 1]; ++k) gg.group[gg.pos[k]] = c;
   }
   return gg;
 }
@@ -462,15 +503,19 @@ std::vector<int64_t> hardest_pairs_table(const LossParams& p, const TaskSamples&
   // r = +-1) and -delta for similar ones; the second is delta for similar
   // pairs and -inf otherwise. So h = |delta| or m - r * delta.
   // Rows of the tables by the grade group of a (only the grades present).
-  const GradeGroups gg = group_by_grade(ts);
-  const int G = gg.count();
+  const GroupIndex gi = group_index(ts);
+  const int G = int(gi.grade.size());
+  std::vector<double> margin(size_t(G) * G, 0.0);  // by the groups of a and b
+  for (int c = 0; c < G; ++c)
+    for (int c2 = 0; c2 < G; ++c2)
+      if (c != c2) margin[size_t(c) * G + c2] = mining_margin(p, gi.grade[c] - gi.grade[c2], inv_km1);
   std::vector<double> lin(size_t(G) * n), sgn(size_t(G) * n), same(size_t(G) * n);
   for (int c = 0; c < G; ++c)
     for (int b = 0; b < n; ++b) {
-      const int d = gg.grade[c] - ts.y[b];
-      lin[size_t(c) * n + b] = d == 0 ? 0.0 : mining_margin(p, d, inv_km1);
-      sgn[size_t(c) * n + b] = d < 0 ? -1.0 : 1.0;
-      same[size_t(c) * n + b] = d == 0 ? 0.0 : -INFINITY;
+      const int c2 = gi.group[b];
+      lin[size_t(c) * n + b] = margin[size_t(c) * G + c2];
+      sgn[size_t(c) * n + b] = c < c2 ? -1.0 : 1.0;  // groups are in grade order
+      same[size_t(c) * n + b] = c == c2 ? 0.0 : -INFINITY;
     }
   TableScratch& scratch = table_scratch(P);
   double* const hard = scratch.hard.get();
@@ -479,7 +524,7 @@ std::vector<int64_t> hardest_pairs_table(const LossParams& p, const TaskSamples&
     double* h = hard;
     for (int a = 0; a < n; ++a) {
       const double sa = s[a];
-      const size_t c = size_t(gg.group[a]) * n;
+      const size_t c = size_t(gi.group[a]) * n;
       const double* __restrict m = lin.data() + c;
       const double* __restrict r = sgn.data() + c;
       const double* __restrict z = same.data() + c;
