@@ -10,6 +10,10 @@
 // the crop, moved by (dy, dx), rotated by theta and zoomed by scale about its
 // own centre. Positions are in input voxels (voxel centres at integers) and
 // computed in double, so integer shifts land exactly on voxels.
+//
+// Non-finite parameters: a sample with any parameter NaN or +-inf, or with
+// scale = 0 (1 / scale not finite), is all zeros with flipped = false; the
+// other samples are unaffected (valid_params).
 #pragma once
 
 #include <cmath>
@@ -61,7 +65,27 @@ SPINERANK_HD int64_t round_half_up(double x) {
   return (r > -1e15 && r < 1e15) ? int64_t(r) : kFarAway;
 }
 
+SPINERANK_HD bool finite_param(double x) {
+#if defined(__CUDA_ARCH__)
+  return isfinite(x);
+#else
+  return std::isfinite(x);
+#endif
+}
+
+// Whether a sample's parameters describe an augmentation: all seven finite
+// and 1 / scale finite (scale != 0). A sample that fails this gives zeros
+// everywhere and flipped = false (the same rule as spinerank_ext.reference).
+SPINERANK_HD bool valid_params(const double* p) {
+  bool ok = finite_param(1.0 / p[kParamScale]);
+  for (int c = 0; c < kNumAugmentParams; ++c) ok = ok && finite_param(p[c]);
+  return ok;
+}
+
 SPINERANK_HD AugmentCoeffs augment_coeffs(const double* p, const CropGeometry& g) {
+  // Not a valid sample: every slice vacated (zeros), no flip, an in-plane
+  // geometry that is finite so that the taps stay well defined.
+  if (!valid_params(p)) return {kFarAway, false, 0.0, 0.0, 0.0, 0.0, 0.0};
   constexpr double kRadiansPerDegree = 3.14159265358979323846 / 180.0;
   const double theta = p[kParamRotation] * kRadiansPerDegree;
   const double inv_scale = 1.0 / p[kParamScale];

@@ -204,10 +204,13 @@ SPINERANK_HD PairAB pair_from_index(int64_t n, int64_t q) {
   return {a, a + 1 + (q - pair_row_offset(n, a))};
 }
 
-// Split of max_pairs into the hard and the random part.
+// Split of max_pairs into the hard and the random part. Bounded in double
+// before the conversion: for max_pairs near 2^63, floor(max_pairs * 1.0) is
+// 2^63, which int64 cannot hold.
 SPINERANK_HD int64_t hard_pair_count(int64_t max_pairs, double hard_fraction) {
-  const int64_t k = int64_t(floor(double(max_pairs) * hard_fraction));
-  return k < 0 ? 0 : (k > max_pairs ? max_pairs : k);
+  const double k = floor(double(max_pairs) * hard_fraction);
+  if (!(k > 0.0)) return 0;
+  return k >= double(max_pairs) ? max_pairs : int64_t(k);
 }
 
 }  // namespace spinerank

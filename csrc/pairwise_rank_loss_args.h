@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <cstdint>
 #include <optional>
 #include <string_view>
 #include <tuple>
@@ -23,6 +24,12 @@ using PairwiseRankLossSignature = std::tuple<at::Tensor, at::Tensor, at::Tensor>
     const std::optional<at::Tensor>& seed);
 
 enum class TaskReduction : int { Mean = 0, Sum = 1, None = 2 };
+
+// The largest number of grades K of a task (MAX_NUM_GRADES in
+// spinerank_ext/_validate.py): the kernels store grades 0..K-1 as int32. K
+// enters the formulas only (margins and weights scale with 1 / (K - 1)); time
+// and memory depend on the grades that occur.
+constexpr int64_t kMaxNumGrades = INT32_MAX;
 
 inline PairFn parse_pair_fn(std::string_view s) {
   if (s == "squared_hinge") return PairFn::SquaredHinge;
@@ -52,9 +59,12 @@ inline void check_scores_grades(const at::Tensor& scores, const at::Tensor& grad
                     " and ", grades.device());
   TORCH_CHECK_VALUE(int64_t(num_grades.size()) == scores.size(1), "num_grades has ",
                     num_grades.size(), " entries but scores has T = ", scores.size(1), " tasks");
+  // Every K is checked as the int64 it arrives as, before any use.
   for (size_t t = 0; t < num_grades.size(); ++t) {
     TORCH_CHECK_VALUE(num_grades[t] >= 2, "num_grades[", t, "] = ", num_grades[t],
                       ": every task needs K >= 2 grades");
+    TORCH_CHECK_VALUE(num_grades[t] <= kMaxNumGrades, "num_grades[", t, "] = ", num_grades[t],
+                      " exceeds the maximum K = ", kMaxNumGrades, " (grades are stored as int32)");
   }
   TORCH_CHECK_VALUE(scores.size(0) <= INT32_MAX, "batch size ", scores.size(0), " is too large");
 }

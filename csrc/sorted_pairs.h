@@ -76,23 +76,28 @@ SPINERANK_HD ShiftedSums shifted_sums(double u, int64_t cnt, double s1, double s
 // computed on its own, by a CUDA thread or a CPU loop.
 
 // A task's samples sorted by (grade, score) with the sums that the formulas
-// above need, all (T, B) row-major: group c of task t holds positions
-// start[t][c] .. start[t][c + 1] - 1; missing samples form the last group
-// (grade kmax) and are skipped.
+// above need, all (T, B) row-major. Only the grades present form groups, in
+// increasing grade order (at most gcap = min(max K, B) of them per task): group
+// c of task t has grade gval[t][c] and holds positions start[t][c] ..
+// start[t][c + 1] - 1; groups 0 .. ngroups[t] - 1 are the task's; missing
+// samples form the last group (index gcap) and are skipped. Nothing is sized
+// or looped by K, which enters through 1 / (K_t - 1) only.
 struct SortedRows {
   const double* s;        // sorted scores (the violation test sees the raw scores)
   const double* x;        // the same, centred on the task mean (0 for missing samples)
   const double* cum1;     // inclusive prefix sums of x along the row
   const double* cum2;     // inclusive prefix sums of x^2
   const int64_t* y;       // group of each sorted position
-  const int64_t* start;   // (T, kmax + 2) group starts
+  const int64_t* start;   // (T, gcap + 2) group starts
+  const int64_t* gval;    // (T, gcap + 1) the grade of each group
+  const int64_t* ngroups; // (T,) the number of groups (grades present)
   const int64_t* ks;      // (T,) K_t
   const double* cd;       // (T,) lambda_dis / max(1, n_dis)
   const double* cs;       // (T,) lambda_sim / max(1, n_sim)
   double* g;              // out: d loss_t / d s at each sorted position
   double* l;              // out: the position's share of loss_t
   int8_t* bad;            // out: a non-finite score (grades >= K_t are checked by the caller)
-  int64_t B, T, kmax;
+  int64_t B, T, gcap;
 };
 
 SPINERANK_HD bool finite_score(double v) {
@@ -114,12 +119,13 @@ SPINERANK_HD double range_sum(const double* cum, int64_t i, int64_t j) {
 // group (gradient only), exactly as sorted_hinge_loss on the CPU.
 SPINERANK_HD void sorted_hinge_row(const SortedRows& r, const LossParams& p, int64_t t, int64_t k) {
   const int64_t row = t * r.B;
-  const int64_t* start = r.start + t * (r.kmax + 2);
+  const int64_t* start = r.start + t * (r.gcap + 2);
+  const int64_t* gval = r.gval + t * (r.gcap + 1);
   const int64_t c = r.y[row + k];
   const int64_t K = r.ks[t];
   double g = 0.0, l = 0.0;
   int8_t bad = 0;
-  if (c < r.kmax) {
+  if (c < r.gcap) {
     const double* s = r.s + row;
     const double* cum1 = r.cum1 + row;
     const double* cum2 = r.cum2 + row;
@@ -131,11 +137,15 @@ SPINERANK_HD void sorted_hinge_row(const SortedRows& r, const LossParams& p, int
     const double centred = x_k - range_sum(cum1, start[c], start[c + 1]) / double(m);
     l += cs * double(m) * centred * centred;
     g += cs * 2.0 * double(m) * centred;
-    for (int64_t c2 = 0; c2 < K && c2 < r.kmax; ++c2) {
+    const int64_t groups = r.ngroups[t] < r.gcap ? r.ngroups[t] : r.gcap;
+    for (int64_t c2 = 0; c2 < groups; ++c2) {
       if (c2 == c) continue;
       const int64_t g0 = start[c2], g1 = start[c2 + 1];
       if (g0 == g1) continue;
-      const double gap = grade_gap(int(c > c2 ? c - c2 : c2 - c), inv_km1);
+      // Groups are in grade order: c2 < c is the lower grade. |grade gap| as
+      // grade_gap computes it, in int64 (grades of a bad task may be anything).
+      const int64_t dg = gval[c] > gval[c2] ? gval[c] - gval[c2] : gval[c2] - gval[c];
+      const double gap = double(dg) * inv_km1;
       const double margin = pair_margin(p, gap), w = pair_weight(p, gap);
       if (c2 < c) {  // this sample is the more severe side
         const int64_t j0 = g0 + first_violating_lo(s + g0, g1 - g0, margin, s_k);

@@ -40,10 +40,14 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> sorted_hinge_loss_generic(
   const int64_t B = scores.size(0), T = scores.size(1);
   int64_t kmax = 2;
   for (const int64_t k : num_grades) kmax = std::max(kmax, k);
+  // Groups per task: the grades present, at most min(K, B) of them. A host
+  // bound, so no value is read back; never K-sized beyond B.
+  const int64_t gcap = std::max<int64_t>(1, std::min(kmax, B));
   const auto dev = scores.device();
   const auto f64 = scores.options().dtype(at::kDouble);
   const auto i64 = scores.options().dtype(at::kLong);
   const double nan = std::numeric_limits<double>::quiet_NaN();
+  const int64_t missing_key = std::numeric_limits<int64_t>::max();
 
   // K_t on the device without a host-to-device copy: one fill per distinct K.
   at::Tensor ks = at::empty({T}, i64);
@@ -53,25 +57,39 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> sorted_hinge_loss_generic(
   const at::Tensor Y = grades.t().to(at::kLong).contiguous();
   const at::Tensor valid = Y.ge(0);
   const at::Tensor score = at::where(valid, S, at::zeros({}, f64));  // missing: 0, never NaN
-  // A grade >= K_t makes its task NaN; clamped, it still indexes a group.
+  // A grade >= K_t makes its task NaN (its groups may then be merged below).
   const at::Tensor bad_grade = Y.ge(ks.unsqueeze(1)).any(1);
-  // Group: the grade, missing samples last.
-  const at::Tensor group = at::where(valid, Y.clamp_max(kmax - 1), at::full({}, kmax, i64));
-  // Sorted by (group, score): by score, then stably by group.
+  // Sort key: the grade, missing samples last.
+  const at::Tensor key = at::where(valid, Y, at::full({}, missing_key, i64));
+  // Sorted by (grade, score): by score, then stably by grade.
   const at::Tensor by_score = std::get<1>(at::sort(score, /*stable=*/true, 1, false));
-  const at::Tensor by_group = std::get<1>(at::sort(group.gather(1, by_score), /*stable=*/true, 1, false));
-  const at::Tensor perm = by_score.gather(1, by_group);
+  const at::Tensor by_key = std::get<1>(at::sort(key.gather(1, by_score), /*stable=*/true, 1, false));
+  const at::Tensor perm = by_score.gather(1, by_key);
   const at::Tensor s_sorted = score.gather(1, perm).contiguous();
-  const at::Tensor y_sorted = group.gather(1, perm).contiguous();
+  const at::Tensor key_sorted = key.gather(1, perm);
+  // Group: the rank of the grade among the task's grades present (a new group
+  // starts where the sorted grade changes), clamped to gcap - 1 (only a task
+  // with bad grades can have more); missing samples: gcap.
+  at::Tensor rank = at::zeros({T, B}, i64);
+  if (B > 1) {
+    rank.narrow(1, 1, B - 1)
+        .copy_(key_sorted.narrow(1, 1, B - 1).ne(key_sorted.narrow(1, 0, B - 1)).cumsum(1, at::kLong));
+  }
+  const at::Tensor y_sorted =
+      at::where(key_sorted.ne(missing_key), rank.clamp_max(gcap - 1), at::full({}, gcap, i64)).contiguous();
 
-  const at::Tensor counts = at::zeros({T, kmax + 1}, i64).scatter_add_(1, group, at::ones_like(group));
+  const at::Tensor counts = at::zeros({T, gcap + 1}, i64).scatter_add_(1, y_sorted, at::ones_like(y_sorted));
   const at::Tensor start = at::cat({at::zeros({T, 1}, i64), counts.cumsum(1)}, 1).contiguous();
+  // The grade of each group (every member writes the same value, except in a
+  // task with bad grades, whose result is NaN anyway).
+  const at::Tensor gval = at::zeros({T, gcap + 1}, i64).scatter_(1, y_sorted, key_sorted).contiguous();
+  const at::Tensor ngroups = counts.narrow(1, 0, gcap).gt(0).sum(1).contiguous();
   const at::Tensor n = valid.sum(1);
   const at::Tensor mean = score.sum(1) / n.clamp_min(1).to(at::kDouble);
-  const at::Tensor x = at::where(y_sorted.lt(kmax), s_sorted - mean.unsqueeze(1), at::zeros({}, f64)).contiguous();
+  const at::Tensor x = at::where(y_sorted.lt(gcap), s_sorted - mean.unsqueeze(1), at::zeros({}, f64)).contiguous();
   const at::Tensor cum1 = x.cumsum(1).contiguous();
   const at::Tensor cum2 = (x * x).cumsum(1).contiguous();
-  const at::Tensor m = counts.narrow(1, 0, kmax);
+  const at::Tensor m = counts.narrow(1, 0, gcap);
   const at::Tensor n_sim = (m * (m - 1)).div(2, "floor").sum(1);
   const at::Tensor n_dis = (n * (n - 1)).div(2, "floor") - n_sim;
   const at::Tensor cd = p.lambda_dis / n_dis.clamp_min(1).to(at::kDouble);
@@ -83,9 +101,10 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> sorted_hinge_loss_generic(
     const SortedRows rows{s_sorted.const_data_ptr<double>(), x.const_data_ptr<double>(),
                           cum1.const_data_ptr<double>(), cum2.const_data_ptr<double>(),
                           y_sorted.const_data_ptr<int64_t>(), start.const_data_ptr<int64_t>(),
+                          gval.const_data_ptr<int64_t>(), ngroups.const_data_ptr<int64_t>(),
                           ks.const_data_ptr<int64_t>(), cd.const_data_ptr<double>(),
                           cs.const_data_ptr<double>(), g.mutable_data_ptr<double>(),
-                          l.mutable_data_ptr<double>(), bad.mutable_data_ptr<int8_t>(), B, T, kmax};
+                          l.mutable_data_ptr<double>(), bad.mutable_data_ptr<int8_t>(), B, T, gcap};
     launch(rows, p);
   }
   const at::Tensor bad_task = bad.ne(0).any(1).logical_or(bad_grade);

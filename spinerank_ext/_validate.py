@@ -2,6 +2,9 @@
 
 The C++ kernels check again (they can be called directly through torch.ops) and
 also check what needs the data: finite scores and grades below K.
+
+Limits: 2 <= K <= MAX_NUM_GRADES (2^31 - 1), 1 <= max_pairs <= 2^63 - 1, an
+int generator seed within int64; the batch size B <= 2^31 - 1 (C++).
 """
 from __future__ import annotations
 
@@ -11,6 +14,16 @@ import torch
 
 PAIR_FNS = ("squared_hinge", "logistic")
 TASK_REDUCTIONS = ("mean", "sum", "none")
+
+#: The largest number of grades K of a task (kMaxNumGrades in
+#: csrc/pairwise_rank_loss_args.h): grades 0..K-1 must fit the kernels' int32
+#: grade storage. The kernels' time and memory depend on the grades that occur,
+#: not on K.
+MAX_NUM_GRADES = 2**31 - 1
+#: The largest max_pairs (the op schema's int64); any value at or above a
+#: task's number of pairs keeps all of them.
+MAX_MAX_PAIRS = 2**63 - 1
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def num_grades_tuple(num_grades, num_tasks: int) -> tuple[int, ...]:
@@ -30,6 +43,9 @@ def num_grades_tuple(num_grades, num_tasks: int) -> tuple[int, ...]:
     for t, k in enumerate(ks):
         if k < 2:
             raise ValueError(f"num_grades[{t}] = {k}: every task needs K >= 2 grades")
+        if k > MAX_NUM_GRADES:
+            raise ValueError(f"num_grades[{t}] = {k} exceeds the maximum K = {MAX_NUM_GRADES} "
+                             "(grades are stored as int32)")
     return ks
 
 
@@ -67,8 +83,47 @@ def loss_params(*, pair_fn, sigma, max_pairs, hard_fraction, task_reduction) -> 
 def mining(max_pairs, hard_fraction) -> None:
     if max_pairs is not None and (isinstance(max_pairs, bool) or not isinstance(max_pairs, int) or max_pairs < 1):
         raise ValueError(f"max_pairs must be None (all pairs) or an int >= 1, got {max_pairs!r}")
+    if max_pairs is not None and max_pairs > MAX_MAX_PAIRS:
+        raise ValueError(f"max_pairs = {max_pairs} exceeds the maximum {MAX_MAX_PAIRS} (2^63 - 1); "
+                         "any value >= a task's number of pairs keeps all of them")
     if not 0.0 <= hard_fraction <= 1.0:
         raise ValueError(f"hard_fraction must be in [0, 1], got {hard_fraction}")
+
+
+def generator(value) -> None:
+    """The random source of mining: a torch.Generator, an int seed (int64) or None."""
+    if value is None or isinstance(value, torch.Generator):
+        return
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise ValueError(f"generator: an int seed must fit in int64 (-2^63 .. 2^63 - 1), got {value}")
+        return
+    raise TypeError("generator must be a torch.Generator, an int seed or None, "
+                    f"got {type(value).__name__} {value!r}")
+
+
+def grades_for_kernel(grades: torch.Tensor, num_grades) -> torch.Tensor:
+    """The grades as the kernels take them: int64 and int32 as they are, every
+    other integer dtype converted to int64.
+
+    Unsigned grades (uint8 .. uint64) have no negative values, so none of them
+    means "missing"; like any grade >= K they are rejected by the kernels' range
+    check. uint64 values >= 2^63, which int64 cannot hold (they would wrap to
+    negative, i.e. "missing"), are rejected here with the same message.
+    """
+    if grades.dtype in (torch.int64, torch.int32):
+        return grades
+    if grades.dtype == torch.uint64:
+        wide = grades.view(torch.int64)
+        ks = torch.tensor(num_grades, dtype=torch.int64, device=grades.device)
+        bad = (wide < 0) | (wide >= ks)  # < 0: a value >= 2^63
+        if bad.any():
+            b, t = (int(v) for v in bad.nonzero()[0])
+            value = int(wide[b, t]) % 2**64
+            raise ValueError(f"grade {value} at row {b}, task {t} is out of range: task {t} has "
+                             f"K = {num_grades[t]} grades (0..{num_grades[t] - 1}; unsigned grades "
+                             "have no missing value)")
+    return grades.long()
 
 
 # ---------------------------------------------------------------------------

@@ -105,13 +105,24 @@ def augment(vol: torch.Tensor, params: torch.Tensor, out_size: Sequence[int]):
         + dz, u = i - (h-1)/2, v = j - (w-1)/2, a = cos(rotation)/scale,
         b = sin(rotation)/scale, cy = y0 + (h-1)/2 + dy, cx = x0 + (w-1)/2 + dx.
         A positive rotation turns the image clockwise as displayed (rows
-        down); scale > 1 enlarges it. Non-finite parameters give zeros.
+        down); scale > 1 enlarges it.
         Identity parameters (0, 0, 0, 0, 0, 1, 0) give the centre crop exactly,
-        and so do integer shifts and flips. Forward only.
+        and so do integer shifts and flips.
+
+        Non-finite parameters: a sample with any of its 7 parameters NaN, +inf
+        or -inf, or with scale = 0 (1/scale not finite), gives all zeros and
+        flipped False; the other samples are computed as usual. (Finite
+        parameters are used as given: e.g. a shift that moves the crop off the
+        volume gives zeros too, an intensity that overflows the dtype gives inf.)
+
+        Forward only: neither output requires grad, even when ``vol`` or
+        ``params`` does (the op, its reference fallback and a direct
+        ``torch.ops.spinerank_ext.augment`` call alike).
     """
     _validate.volume(vol)
     size = _validate.out_size(out_size)
     _validate.augment_params(vol, params)
+    vol, params = vol.detach(), params.detach()
     if _library.fused_for(vol):
         return torch.ops.spinerank_ext.augment(vol, params, size)
     return reference.augment(vol, params, size)

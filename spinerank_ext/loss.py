@@ -18,16 +18,13 @@ def _mining_seed(max_pairs, generator: Generator) -> Optional[torch.Tensor]:
     """An int64 scalar seeding the random part of mining, drawn from ``generator``
     (a torch.Generator, an int used as the seed itself, or None for torch's
     default generator). None when there is no mining."""
+    _validate.generator(generator)
     if max_pairs is None:
         return None
     if isinstance(generator, int):
         return torch.tensor(generator, dtype=torch.long)
     return torch.randint(-_SEED_HIGH, _SEED_HIGH, (), dtype=torch.long, generator=generator,
                          device=generator.device if generator is not None else "cpu")
-
-
-def _grades_for_kernel(grades: torch.Tensor) -> torch.Tensor:
-    return grades if grades.dtype in (torch.int64, torch.int32) else grades.long()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +59,7 @@ def _loss(scores, grades, ks, options: LossOptions, seed: Optional[torch.Tensor]
     """(loss, counts) from the fused op, or from the reference when it is not loaded."""
     if _library.fused_for(scores):
         loss, _, counts = torch.ops.spinerank_ext.pairwise_rank_loss(
-            scores, _grades_for_kernel(grades), ks, *options.op_args(), seed)
+            scores, _validate.grades_for_kernel(grades, ks), ks, *options.op_args(), seed)
         return loss, counts
     return reference.pairwise_rank_loss(
         scores, grades, ks, **dataclasses.asdict(options),
@@ -92,26 +89,46 @@ def pairwise_rank_loss(
 
     Args:
         scores: (B, T) floating scores, one column per grading task.
-        grades: (B, T) integer grades 0..K_t-1; negative means missing.
-        num_grades: K_t per task (an int applies to every task).
+        grades: (B, T) integer grades 0..K_t-1; negative means missing. Any
+            integer dtype; unsigned dtypes (uint8..uint64) have no missing
+            value, so every value of theirs is a grade and one >= K_t is
+            rejected (uint64 2^64 - 1 included).
+        num_grades: K_t per task (an int applies to every task), 2 <= K_t <=
+            2^31 - 1 (the kernels store grades as int32; larger K raises a
+            ValueError naming the task). Time and memory depend on the grades
+            that occur, not on K_t, which enters only the margins and weights
+            below. (The CUDA kernels take K_t <= 4096.)
         scale: S, the score range; the severity weight is S * |d| / (K - 1).
         margin_base, margin_scale: margin m = margin_base + margin_scale * |d| / (K - 1).
         lambda_dis, lambda_sim: weights of the ordinal and the same-grade terms.
         severity_weight: weight ordinal pairs by their grade gap (else 1).
         pair_fn: "squared_hinge" (w * max(0, m - r*delta)^2) or "logistic"
             (w * softplus(-sigma * r * delta), the margin unused).
-        max_pairs: keep at most this many pairs per task (None: all pairs).
+        max_pairs: keep at most this many pairs per task (None: all pairs),
+            an int in 1..2^63 - 1; a value >= a task's pair count keeps them all.
         hard_fraction: share of max_pairs taken by hardness; the rest is drawn
             uniformly at random from the remaining pairs.
         task_reduction: "mean" over tasks with at least one pair, "sum", or
             "none" for a (T,) vector.
-        generator: a torch.Generator or an int seed for the random part of
-            mining (None: torch's default generator).
+        generator: a torch.Generator or an int seed (-2^63 .. 2^63 - 1) for
+            the random part of mining (None: torch's default generator); any
+            other type raises a TypeError, also without mining.
         return_counts: also return the (T, 2) kept (ordinal, similar) pair counts.
 
     Returns:
         The loss (a scalar, or (T,) for task_reduction="none"), and the counts
-        when ``return_counts``. Gradients flow to ``scores`` only.
+        when ``return_counts``. Gradients flow to ``scores`` only, and to first
+        order only: differentiating the gradient again (``create_graph=True``
+        followed by a gradient penalty, ``gradgradcheck``, a Hessian) raises a
+        RuntimeError ("second-order gradients are not supported by
+        pairwise_rank_loss") instead of silently giving zero. With
+        ``create_graph=True`` the first-order gradient itself is unchanged.
+
+    Raises:
+        ValueError for bad shapes, dtypes, devices, options and limits, and
+        for values the kernels check (a grade >= K_t, a non-finite score of a
+        non-missing grade), naming the entry; TypeError for non-tensor inputs
+        and a wrong-typed ``generator``.
     """
     options = LossOptions(scale, margin_base, margin_scale, lambda_dis, lambda_sim, severity_weight,
                           pair_fn, sigma, max_pairs, hard_fraction, task_reduction)
@@ -136,7 +153,9 @@ def mined_pairs(
 
     Returns (T, max_pairs, 2) int64 batch rows (i < j), sorted by (i, j) and padded
     with -1 where a task has fewer pairs. The same ``generator`` state (or int
-    seed) gives the same pairs as the loss.
+    seed) gives the same pairs as the loss. Arguments and limits as in
+    :func:`pairwise_rank_loss`; the output has T * max_pairs * 2 entries, so
+    max_pairs is bounded by memory in practice.
     """
     _validate.scores_and_grades(scores, grades)
     ks = _validate.num_grades_tuple(num_grades, scores.shape[1])
@@ -149,7 +168,7 @@ def mined_pairs(
                                      margin_scale=margin_scale, max_pairs=max_pairs,
                                      hard_fraction=hard_fraction, generator=int(seed))
     return torch.ops.spinerank_ext.mined_pairs(
-        scores.detach(), _grades_for_kernel(grades), ks, float(margin_base), float(margin_scale),
+        scores.detach(), _validate.grades_for_kernel(grades, ks), ks, float(margin_base), float(margin_scale),
         max_pairs, float(hard_fraction), seed)
 
 
@@ -157,8 +176,9 @@ class PairwiseRankLoss(torch.nn.Module):
     """SpineRank pairwise ranking loss; see :func:`pairwise_rank_loss`.
 
     ``loss_fn = PairwiseRankLoss(num_grades)`` then ``loss_fn(scores, grades)``.
-    The parameters are checked once, here. The (T, 2) pair counts of the last
-    call are kept in ``last_counts``.
+    The parameters (options, the range of each K, ``generator``) are checked
+    once, here; the number of tasks at the first call with each T. The (T, 2)
+    pair counts of the last call are kept in ``last_counts``.
 
     Mining seeds: with an int ``generator`` the k-th call uses seed
     ``generator + k``, kept in the int64 buffers ``mining_seed`` and
@@ -205,8 +225,17 @@ class PairwiseRankLoss(torch.nn.Module):
                                    task_reduction)
         if isinstance(num_grades, torch.Tensor):
             num_grades = num_grades.tolist()
-        self.num_grades = num_grades if isinstance(num_grades, int) else tuple(num_grades)
+        # K is checked here (its range; the number of tasks at the first call).
+        if isinstance(num_grades, int):
+            _validate.num_grades_tuple(num_grades, 1)
+        elif isinstance(num_grades, Sequence) and not isinstance(num_grades, str):
+            num_grades = tuple(num_grades)
+            _validate.num_grades_tuple(num_grades, len(num_grades))
+        else:
+            raise ValueError(f"num_grades must be an int or a sequence of ints, got {num_grades!r}")
+        self.num_grades = num_grades
         self._ks: dict[int, tuple[int, ...]] = {}
+        _validate.generator(generator)
         if isinstance(generator, int):
             self.register_buffer("mining_seed", torch.tensor(generator, dtype=torch.long))
             self.register_buffer("mining_step", torch.zeros((), dtype=torch.long))

@@ -69,8 +69,10 @@ def mined_pairs(scores, grades, num_grades, *, margin_base=0.5, margin_scale=1.5
     B, T = scores.shape
     ks = _validate.num_grades_tuple(num_grades, T)
     _validate.mining(max_pairs, hard_fraction)
+    _validate.generator(generator)
     if max_pairs is None:
         raise ValueError("mined_pairs needs max_pairs")
+    grades = _validate.grades_for_kernel(grades, ks)
     _check_values(scores, grades, ks)
     i, j = _all_pairs(B, scores.device)
     out = torch.full((T, max_pairs, 2), -1, dtype=torch.long, device=scores.device)
@@ -120,10 +122,11 @@ def pairwise_rank_loss(scores, grades, num_grades, *, scale=10.0, margin_base=0.
     _validate.scores_and_grades(scores, grades)
     _validate.loss_params(pair_fn=pair_fn, sigma=sigma, max_pairs=max_pairs,
                           hard_fraction=hard_fraction, task_reduction=task_reduction)
+    _validate.generator(generator)
     B, T = scores.shape
     ks = _validate.num_grades_tuple(num_grades, T)
+    grades = _validate.grades_for_kernel(grades, ks).long()
     _check_values(scores, grades, ks)
-    grades = grades.long()
 
     i, j = _all_pairs(B, scores.device)  # (P,)
     delta = scores[i] - scores[j]  # (P, T)
@@ -181,6 +184,8 @@ def host_pairs(scores, grades, num_grades, *, margin_base=0.5, margin_scale=1.5,
     _validate.scores_and_grades(scores, grades)
     ks = _validate.num_grades_tuple(num_grades, scores.shape[1])
     _validate.mining(max_pairs, hard_fraction)
+    _validate.generator(generator)
+    grades = _validate.grades_for_kernel(grades, ks)
     _check_values(scores, grades, ks)
     if isinstance(generator, int):
         generator = torch.Generator().manual_seed(generator)
@@ -258,10 +263,12 @@ def soft_clamp(h, scale=10.0, beta=5.0):
 
 def tta_views(vol, out_size, flips=(False, True), shifts_h=(-16, 0, 16), shifts_w=(-16, 0, 16),
               shifts_d=(-1, 0, 1), fill=0.0):
-    """The TTA views of SPEC §4 as a loop of crops and flips: (N, V, C, d, h, w)."""
+    """The TTA views of SPEC §4 as a loop of crops and flips: (N, V, C, d, h, w).
+    Forward only, like the op: the result never requires grad."""
     _validate.volume(vol)
     d, h, w = _validate.out_size(out_size)
     flips, shifts_h, shifts_w, shifts_d = _validate.tta_grid(flips, shifts_h, shifts_w, shifts_d)
+    vol = vol.detach()
     D, H, W = vol.shape[2:]
     z0, y0, x0 = (D - d) // 2, (H - h) // 2, (W - w) // 2
     # Pad with `fill` until every view's window lies inside the padded volume.
@@ -288,16 +295,24 @@ def augment(vol, params, out_size):
     are picked by indexing; the in-plane resampling is one bilinear
     ``grid_sample`` (zero padding) of every slice of a sample on its own grid,
     computed in float64 and cast to the volume's dtype.
+
+    A sample with a non-finite parameter (NaN, +-inf) or scale = 0 is all zeros
+    with flipped False, as in the op. Forward only: the result never requires grad.
     """
     _validate.volume(vol)
     d, h, w = _validate.out_size(out_size)
     _validate.augment_params(vol, params)
+    vol = vol.detach()
     N, C, D, H, W = vol.shape
     z0, y0, x0 = (D - d) // 2, (H - h) // 2, (W - w) // 2
     work = vol.dtype if vol.dtype in (torch.float32, torch.float64) else torch.float32
-    p = params.to(torch.float64)
-    dz = torch.floor(p[:, 0] + 0.5).long()
-    flipped = p[:, 1] >= 0.5
+    p = params.detach().to(torch.float64)
+    valid = torch.isfinite(p).all(dim=1) & torch.isfinite(1 / p[:, 5])  # (N,)
+    identity = torch.tensor([0, 0, 0, 0, 0, 1, 0], dtype=torch.float64, device=p.device)
+    p = torch.where(valid[:, None], p, identity)  # computed on, then zeroed below
+    # Slice shifts beyond +-2^50 leave every slice outside any volume (as kFarAway does).
+    dz = torch.floor(p[:, 0] + 0.5).clamp(-(2**50), 2**50).long()
+    flipped = (p[:, 1] >= 0.5) & valid
 
     # Slices: out slice k shows input slice z0 + (flip ? d-1-k : k) + dz; the
     # offset is added before resampling and vacated slices are zero.
@@ -326,4 +341,5 @@ def augment(vol, params, out_size):
     grid = torch.stack([(2 * xs + 1) / W - 1, (2 * ys + 1) / H - 1], dim=-1).to(work)
     out = F.grid_sample(slices.reshape(N, C * d, H, W), grid, mode="bilinear", padding_mode="zeros",
                         align_corners=False)
+    out = torch.where(valid.view(N, 1, 1, 1), out, 0)
     return out.view(N, C, d, h, w).to(vol.dtype), flipped

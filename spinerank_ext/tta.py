@@ -46,11 +46,14 @@ def tta_views(vol: torch.Tensor, out_size: Sequence[int], flips: Sequence[bool] 
         vol[n, ch, z0 + (flip ? d-1-k : k) + dz, y0 + i + dy, x0 + j + dx] at
         (k, i, j): the flip reverses the slice axis (left-right in a sagittal
         stack). With the defaults, view 13 is the plain centre crop.
-        Forward only: no gradient flows back to ``vol``.
+        Forward only: the result never requires grad, even when ``vol`` does
+        (no gradient flows back to ``vol``; the op, its reference fallback
+        and a direct ``torch.ops.spinerank_ext.tta_views`` call alike).
     """
     _validate.volume(vol)
     size = _validate.out_size(out_size)
     grid = _validate.tta_grid(flips, shifts_h, shifts_w, shifts_d)
+    vol = vol.detach()
     if _library.fused_for(vol):
         return torch.ops.spinerank_ext.tta_views(vol, size, *grid, float(fill))
     return reference.tta_views(vol, size, *grid, fill=float(fill))

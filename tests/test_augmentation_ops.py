@@ -152,9 +152,106 @@ def test_compile_fullgraph(dynamic):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
 
 
-def test_outputs_do_not_require_grad_unless_the_input_does():
-    out, flipped = se.augment(vol5(), params(2), (5, 16, 16))
-    assert not out.requires_grad and not flipped.requires_grad
+# ---------------------------------------------------------------------------
+# Forward only: the outputs never require grad, whatever the inputs.
+
+def tta_grid_kw():
+    return dict(zip(("flips", "shifts_h", "shifts_w", "shifts_d"), GRID))
+
+
+@pytest.mark.parametrize("vol_grad", [False, True])
+@pytest.mark.parametrize("params_grad", [False, True])
+def test_outputs_never_require_grad(vol_grad, params_grad):
+    vol = vol5(N=3).requires_grad_(vol_grad)
+    p = params(3).requires_grad_(params_grad)
+    results = [se.augment(vol, p, (5, 16, 16)), ref.augment(vol, p, (5, 16, 16)),
+               ops.augment(vol, p, [5, 16, 16])]
+    for out, flipped in results:
+        assert not out.requires_grad and not flipped.requires_grad and out.grad_fn is None
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+    views = [se.tta_views(vol, (5, 16, 16)), ref.tta_views(vol, (5, 16, 16)), ops.tta_views(vol, [5, 16, 16], *GRID, 0.0)]
+    for v in views:
+        assert not v.requires_grad and v.grad_fn is None
+    assert torch.equal(views[0], views[1]) and torch.equal(views[0], views[2])
+    # The centre view is the crop itself, also for an input that requires grad.
+    assert torch.equal(views[0][:, 13], vol.detach()[:, :, 1:6, 2:18, 4:20])
+    if vol_grad:
+        with pytest.raises(RuntimeError, match="does not require grad"):
+            views[0].sum().backward()
+        assert vol.grad is None
+
+
+def test_outputs_never_require_grad_under_compile():
+    vol = vol5().requires_grad_()
+    step = torch.compile(lambda v, q: (se.tta_views(v * 2, (5, 16, 16)), se.augment(v + 1, q, (5, 16, 16))[0]),
+                         fullgraph=True)
+    views, out = step(vol, params(2))
+    assert not views.requires_grad and not out.requires_grad
+    torch.testing.assert_close(out, se.augment(vol.detach() + 1, params(2), (5, 16, 16))[0])
+
+
+# ---------------------------------------------------------------------------
+# Non-finite parameters: the sample is all zeros and not flipped; the other
+# samples are computed as usual.
+
+NON_FINITE = [float("nan"), float("inf"), -float("inf")]
+
+
+def flipped_identity_params(N, dtype=torch.float64):
+    # Sample n: flipped, intensity 0.25, shifted by (n, -n), a small rotation:
+    # every column takes part, and every sample has non-zero output.
+    rows = [[(-1) ** n, 1, 0.25, n, -n, 1.0 + 0.05 * n, 3.0 * n] for n in range(N)]
+    return torch.tensor(rows, dtype=dtype)
+
+
+def check_non_finite(fn, vol, column, bad, device="cpu"):
+    clean = flipped_identity_params(3).to(device)
+    p = clean.clone()
+    p[1, column] = bad
+    out, flipped = fn(vol, p, (5, 16, 16))
+    expected, expected_flipped = fn(vol, clean, (5, 16, 16))
+    assert torch.equal(out[1].cpu(), torch.zeros_like(out[1]).cpu()) and not bool(flipped[1])
+    assert torch.equal(out[[0, 2]].cpu(), expected[[0, 2]].cpu())
+    assert flipped[[0, 2]].tolist() == expected_flipped[[0, 2]].tolist() == [True, True]
+    assert (expected[1] != 0).any()  # the clean sample is not all zeros
+
+
+@pytest.mark.parametrize("bad", NON_FINITE, ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("column", range(7), ids=se.AUGMENT_PARAM_NAMES)
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+def test_non_finite_parameter_gives_a_zero_sample(impl, column, bad):
+    fn = se.augment if impl == "fused" else ref.augment
+    check_non_finite(fn, vol5(N=3, C=2), column, bad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_non_finite_parameter_in_low_precision_params(dtype):
+    vol = vol5(N=3)
+    p = flipped_identity_params(3, dtype)
+    p[2, 2] = float("inf")
+    for fn in (se.augment, ref.augment):
+        out, flipped = fn(vol, p, (5, 16, 16))
+        assert (out[2] == 0).all() and not flipped[2] and (out[0] != 0).any() and flipped[0]
+
+
+def test_zero_scale_gives_a_zero_sample():
+    vol = vol5(N=3)
+    for fn in (se.augment, ref.augment):
+        for scale in (0.0, -0.0, 1e-320):  # 1 / scale is not finite
+            p = flipped_identity_params(3)
+            p[0, 5] = scale
+            out, flipped = fn(vol, p, (5, 16, 16))
+            assert (out[0] == 0).all() and not flipped[0] and (out[1] != 0).any()
+
+
+def test_several_bad_samples_and_columns():
+    vol = vol5(N=3)
+    p = flipped_identity_params(3)
+    p[0, 0], p[0, 6], p[2, 3] = float("nan"), float("inf"), -float("inf")
+    for fn in (se.augment, ref.augment):
+        out, flipped = fn(vol, p, (5, 16, 16))
+        assert (out[0] == 0).all() and (out[2] == 0).all() and flipped.tolist() == [False, True, False]
+        assert torch.equal(out[1], fn(vol, flipped_identity_params(3), (5, 16, 16))[0][1])
 
 
 def test_reference_fallback_without_the_compiled_library(tmp_path):
@@ -175,6 +272,12 @@ def test_reference_fallback_without_the_compiled_library(tmp_path):
         assert views.shape == (2, 54, 1, 5, 16, 16) and torch.equal(views[:, 13], vol[:, :, 1:6, 2:18, 4:20])
         out, flipped = se.augment(vol, torch.tensor([[0, 1, 0, 0, 0, 1, 0.0]] * 2), (5, 16, 16))
         assert torch.allclose(out, vol[:, :, 1:6, 2:18, 4:20].flip(2), atol=1e-5) and bool(flipped.all())
+        # Forward only and non-finite parameters, as the op.
+        vol.requires_grad_()
+        assert not se.tta_views(vol, (5, 16, 16)).requires_grad
+        out, flipped = se.augment(vol, torch.tensor([[0, 1, 0, 0, 0, 1, 0.0], [0, 1, float("nan"), 0, 0, 1, 0]]),
+                                  (5, 16, 16))
+        assert not out.requires_grad and flipped.tolist() == [True, False] and bool((out[1] == 0).all())
         print("fallback ok")
     """)
     env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path), "SPINERANK_EXT_REQUIRE_COMPILED": "0"}
@@ -212,6 +315,28 @@ def test_cuda_augment_matches_cpu(dtype, atol):
     identity = torch.tensor([[0, 1, 0, 3, -2, 1, 0]] * 6, dtype=torch.float32)
     assert torch.equal(se.augment(vol.to(CUDA), identity.to(CUDA), (12, 30, 36))[0].cpu(),
                        se.augment(vol, identity, (12, 30, 36))[0])
+
+
+@needs_cuda
+@pytest.mark.parametrize("bad", NON_FINITE, ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("column", range(7), ids=se.AUGMENT_PARAM_NAMES)
+def test_cuda_non_finite_parameter_gives_a_zero_sample(column, bad):
+    vol = vol5(N=3, C=2).to(CUDA)
+    check_non_finite(se.augment, vol, column, bad, device=CUDA)
+    p = flipped_identity_params(3)
+    p[1, column] = bad
+    gpu, gpu_flipped = se.augment(vol, p.to(CUDA), (5, 16, 16))
+    cpu, cpu_flipped = se.augment(vol.cpu(), p, (5, 16, 16))
+    assert torch.equal(gpu.cpu(), cpu) and torch.equal(gpu_flipped.cpu(), cpu_flipped)
+
+
+@needs_cuda
+def test_cuda_outputs_never_require_grad():
+    vol = vol5(device=CUDA).requires_grad_()
+    assert not se.tta_views(vol, (5, 16, 16)).requires_grad
+    assert not ops.tta_views(vol, [5, 16, 16], *GRID, 0.0).requires_grad
+    out, flipped = se.augment(vol, params(2, device=CUDA).requires_grad_(), (5, 16, 16))
+    assert not out.requires_grad and not flipped.requires_grad
 
 
 @needs_cuda

@@ -1,4 +1,6 @@
 """Autograd, fake-tensor, opcheck, gradcheck, torch.compile and thread-count behaviour."""
+import warnings
+
 import pytest
 import torch
 
@@ -136,12 +138,70 @@ def test_results_do_not_depend_on_thread_count():
             assert torch.equal(a, b)
 
 
-def test_double_backward_raises_instead_of_returning_a_wrong_hessian():
+SECOND_ORDER = r"second-order gradients are not supported by pairwise_rank_loss"
+
+
+@pytest.mark.parametrize("mining", [None, 6])
+def test_double_backward_raises_instead_of_returning_a_wrong_hessian(mining):
     # The saved per-sample gradient is a constant to autograd, so a second
     # derivative through it would silently be zero: it must raise instead.
-    scores, grades = make_batch(8, (4,), seed=10)
+    scores, grades = make_batch(8, (4, 3), seed=10)
     x = scores.clone().requires_grad_()
-    loss = se.pairwise_rank_loss(x, grades, 4)
+    loss = se.pairwise_rank_loss(x, grades, (4, 3), max_pairs=mining, generator=1)
     (g,) = torch.autograd.grad(loss, x, create_graph=True)
-    with pytest.raises(RuntimeError):
+    assert g.requires_grad
+    with pytest.raises(RuntimeError, match=SECOND_ORDER):
         torch.autograd.grad(g.sum(), x)
+    # A gradient penalty: the penalty's gradient would silently lack this term.
+    w = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    scores_w = x * w
+    (g,) = torch.autograd.grad(se.pairwise_rank_loss(scores_w, grades, (4, 3)), scores_w, create_graph=True)
+    with pytest.raises(RuntimeError, match=SECOND_ORDER):
+        (se.pairwise_rank_loss(scores_w, grades, (4, 3)) + g.pow(2).sum()).backward()
+    with pytest.raises(RuntimeError, match=SECOND_ORDER):
+        torch.autograd.grad(g.pow(2).sum(), w)
+
+
+def test_double_backward_through_the_upstream_gradient_raises_too():
+    # d(grad)/d(upstream weight) would be lost as well: loss * c, differentiated in c.
+    scores, grades = make_batch(8, (4,), seed=11)
+    x = scores.clone().requires_grad_()
+    c = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(se.pairwise_rank_loss(x, grades, 4) * c, x, create_graph=True)
+    with pytest.raises(RuntimeError, match=SECOND_ORDER):
+        torch.autograd.grad(g.sum(), c)
+
+
+def test_gradgradcheck_raises():
+    scores = spread_scores(7, 2, 3).requires_grad_()
+    _, grades = make_batch(7, (4, 3), seed=3)
+    with pytest.raises(RuntimeError, match=SECOND_ORDER):
+        torch.autograd.gradgradcheck(lambda s: se.pairwise_rank_loss(s, grades, (4, 3)), (scores,))
+
+
+@pytest.mark.parametrize("mining", [None, 10])
+def test_first_order_gradient_is_the_same_with_create_graph(mining):
+    scores, grades = make_batch(12, TASK_KS, seed=12)
+    x = scores.clone().requires_grad_()
+    kw = dict(max_pairs=mining, generator=3, task_reduction="none")
+    weights = torch.rand(len(TASK_KS), dtype=torch.float64)
+    (plain,) = torch.autograd.grad((se.pairwise_rank_loss(x, grades, TASK_KS, **kw) * weights).sum(), x)
+    (graph,) = torch.autograd.grad((se.pairwise_rank_loss(x, grades, TASK_KS, **kw) * weights).sum(), x,
+                                   create_graph=True)
+    assert torch.equal(graph.detach(), plain)
+    # The reference's gradient (autograd through the plain formula).
+    xr = scores.clone().requires_grad_()
+    (expected,) = torch.autograd.grad((se.reference.pairwise_rank_loss(
+        xr, grades, TASK_KS, task_reduction="none", pairs=se.mined_pairs(scores, grades, TASK_KS, max_pairs=mining,
+                                                                          generator=3) if mining else None)
+        * weights).sum(), xr)
+    torch.testing.assert_close(plain, expected, rtol=1e-10, atol=1e-12)
+    # Using the recorded gradient without differentiating it again is fine.
+    x.grad = None
+    loss = se.pairwise_rank_loss(x, grades, TASK_KS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # backward(create_graph=True)'s reference-cycle warning
+        loss.backward(create_graph=True)
+    assert torch.isfinite(x.grad).all() and torch.equal(x.grad.detach(), torch.autograd.grad(
+        se.pairwise_rank_loss(x, grades, TASK_KS), x)[0])
+    x.grad = None

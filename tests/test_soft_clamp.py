@@ -57,3 +57,79 @@ def test_compiles_fullgraph():
     torch.testing.assert_close(out, soft_clamp(h))
     out.sum().backward()
     assert torch.isfinite(h.grad).all()
+
+
+# ---------------------------------------------------------------------------
+# Every floating dtype, every finite h (issue 13: float16 gave inf from
+# h ~ 1320, bfloat16 gave 10.0625 > S).
+
+DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+def largest_at_most(value, dtype):
+    """The largest finite number of ``dtype`` <= value, by enumerating the
+    positive float16/bfloat16 bit patterns, or one nextafter for float32/64."""
+    if dtype in (torch.float16, torch.bfloat16):
+        bits = torch.arange(0, 2**15, dtype=torch.int32).to(torch.int16)
+        numbers = bits.view(dtype).double()
+        numbers = numbers[torch.isfinite(numbers)]
+        return numbers[numbers <= value].max().item()
+    x = torch.tensor(value, dtype=torch.float64).to(dtype)
+    if x.double().item() > value:
+        x = torch.nextafter(x, torch.tensor(0.0, dtype=dtype))
+    return x.item()
+
+
+def h_grid(dtype):
+    """Magnitudes from 1e-3 up to finfo.max, both signs, and a fine grid around [0, S]."""
+    top = torch.finfo(dtype).max
+    mag = torch.logspace(-3, math.log10(top), 1500, dtype=torch.float64).clamp(max=top)
+    h = torch.cat([mag, -mag, torch.linspace(-30, 40, 7001, dtype=torch.float64),
+                   torch.tensor([top, -top, 0.0, 1320.0, 2000.0, 9.96, 10.04], dtype=torch.float64)])
+    h = h.to(dtype)
+    assert torch.isfinite(h).all()
+    return h
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale,beta", [(10.0, 5.0), (0.1, 5.0), (3.3, 0.5), (10.0, 80.0)])
+def test_finite_and_bounded_for_every_finite_h(dtype, scale, beta):
+    h = h_grid(dtype).requires_grad_()
+    s = soft_clamp(h, scale, beta)
+    assert s.dtype == dtype
+    top = largest_at_most(scale, dtype)
+    assert top <= scale
+    assert torch.isfinite(s).all() and (s >= 0).all() and (s.double() <= top).all()
+    s.sum().backward()
+    assert torch.isfinite(h.grad).all() and (h.grad >= 0).all()
+    # Far out it saturates at 0 and at the bound.
+    far = torch.tensor([-torch.finfo(dtype).max, torch.finfo(dtype).max], dtype=dtype)
+    assert soft_clamp(far, scale, beta).double().tolist() == [0.0, top]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_dtype_is_close_to_the_float64_value(dtype):
+    # float16 and bfloat16 are computed in float32 and cast once: within the
+    # dtype's rounding (eps relative) of the float64 reference; float32 and
+    # float64 within a few rounding errors of their own.
+    h = torch.linspace(-3, 13, 1601, dtype=torch.float64).to(dtype)
+    expected = reference.soft_clamp(h.double())
+    got = soft_clamp(h).double()
+    eps = torch.finfo(dtype).eps * (16 if dtype in (torch.float32, torch.float64) else 1)
+    assert ((got - expected).abs() <= eps * expected.abs().clamp(min=1e-3)).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gradient_in_every_dtype_matches_float64(dtype):
+    h = torch.linspace(-2, 12, 141, dtype=torch.float64).to(dtype).requires_grad_()
+    soft_clamp(h).sum().backward()
+    h64 = h.detach().double().requires_grad_()
+    soft_clamp(h64).sum().backward()
+    assert h.grad.dtype == dtype
+    torch.testing.assert_close(h.grad.double(), h64.grad, rtol=4 * torch.finfo(dtype).eps, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale,beta", [(float("inf"), 5.0), (10.0, float("inf")), (float("nan"), 5.0), (-1.0, 5.0)])
+def test_non_finite_or_negative_parameters(scale, beta):
+    with pytest.raises(ValueError, match="finite scale > 0 and beta > 0"):
+        soft_clamp(torch.tensor([1.0]), scale, beta)

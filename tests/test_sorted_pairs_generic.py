@@ -123,3 +123,33 @@ def test_opcheck(reduction):
                           (scores, grades, list(TASK_KS), a["scale"], a["margin_base"], a["margin_scale"],
                            a["lambda_dis"], a["lambda_sim"], a["severity_weight"], reduction),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize("B", [5, 64, 300])
+def test_groups_are_the_grades_present_not_k(B):
+    # Grades spread over a large K (only 4 values occur): groups are sized by
+    # the grades present (at most min(K, B)), gaps use the grade values.
+    K = 10**6
+    g = torch.Generator().manual_seed(B)
+    scores = torch.rand(B, 2, generator=g, dtype=torch.float64) * 10
+    grades = torch.tensor([0, 17, K // 2, K - 1])[torch.randint(0, 4, (B, 2), generator=g)]
+    grades[0, 1] = -1
+    x = scores.clone().requires_grad_()
+    expected, expected_counts = ref.pairwise_rank_loss(x, grades, (K, K), return_counts=True, task_reduction="none")
+    expected.sum().backward()
+    loss, grad, counts = generic(scores, grades, (K, K), task_reduction="none")
+    torch.testing.assert_close(loss, expected.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, x.grad, rtol=1e-12, atol=1e-12)
+    assert torch.equal(counts, expected_counts)
+
+
+def test_more_distinct_bad_grades_than_k_make_only_their_task_nan():
+    # K = 2 but 40 distinct (bad) grades: more groups than the min(K, B) the
+    # path sizes for; they are merged (no out-of-bounds write) and the task is NaN.
+    scores, grades = make_batch(40, (2, 3), seed=6, missing=0.0)
+    clean = cpu_op(scores, grades, (2, 3), task_reduction="none")
+    grades[:, 0] = torch.arange(40)
+    loss, grad, _ = generic(scores, grades, (2, 3), task_reduction="none")
+    assert math.isnan(loss[0].item()) and grad[:, 0].isnan().all()
+    torch.testing.assert_close(loss[1], clean[0][1], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad[:, 1], clean[1][:, 1], rtol=1e-12, atol=1e-12)

@@ -19,6 +19,7 @@
 #include <atomic>
 #include <cmath>
 #include <memory>
+#include <numeric>
 #include <vector>
 
 #include "pair_math.h"
@@ -51,32 +52,110 @@ int64_t exchange_mining_table_max_pairs(int64_t n) {
 
 namespace {
 
-// The valid (non-missing) samples of one task, in batch order.
+// The valid (non-missing) samples of one task, in batch order. Grades are
+// below K <= kMaxNumGrades (checked by check_values), so they fit an int.
 struct TaskSamples {
   std::vector<double> s;
   std::vector<int> y;
   std::vector<int> row;
+  int max_grade = -1;  // the largest grade present (-1: none)
   int n() const { return int(s.size()); }
 };
 
-// A task's samples grouped by grade with a counting sort, batch order kept
-// within a group: group c holds positions start[c] .. start[c + 1] - 1, pos[k]
-// is the sample at position k and s[k] its score.
+// A task's samples grouped by grade. Only the grades that occur form groups,
+// in increasing grade order, batch order kept within a group: group c has
+// grade grade[c] and holds positions start[c] .. start[c + 1] - 1; pos[k] is
+// the sample at position k and s[k] its score; with_group, group[a] is sample
+// a's group. Every size and loop depends on the samples, never on K: the
+// loops over groups and pairs of groups cost O(G) and O(G^2) for G <= min(n, K)
+// grades present, and the grouping O(n + largest grade) or O(n log n).
 struct GradeGroups {
-  std::vector<int> start, pos;
+  std::vector<int> grade, start, pos, group;
   std::vector<double> s;
+  int count() const { return int(grade.size()); }
 };
 
-GradeGroups group_by_grade(const TaskSamples& ts, int K) {
+GradeGroups group_by_grade(const TaskSamples& ts, bool with_group = false);
+
+// The grades that occur (ascending) and each sample's group among them,
+// without grouping the samples: what the mining table needs.
+struct GroupIndex {
+  std::vector<int> grade, group;
+};
+
+GroupIndex group_index(const TaskSamples& ts) {
   const int n = ts.n();
-  GradeGroups gg{std::vector<int>(K + 1, 0), std::vector<int>(n), std::vector<double>(n)};
-  for (int a = 0; a < n; ++a) ++gg.start[ts.y[a] + 1];
-  for (int c = 0; c < K; ++c) gg.start[c + 1] += gg.start[c];
-  std::vector<int> fill(gg.start.begin(), gg.start.end() - 1);
-  for (int a = 0; a < n; ++a) {
-    const int k = fill[ts.y[a]]++;
-    gg.pos[k] = a;
-    gg.s[k] = ts.s[a];
+  const int64_t range = int64_t(ts.max_grade) + 1;
+  if (range > 4 * int64_t(n) + 64) {
+    GradeGroups gg = group_by_grade(ts, /*with_group=*/true);
+    return {std::move(gg.grade), std::move(gg.group)};
+  }
+  // group_of[c]: the group of grade c (-1: absent; 0 marks present first).
+  std::vector<int> group_of(range, -1);
+  for (int a = 0; a < n; ++a) group_of[ts.y[a]] = 0;
+  GroupIndex gi;
+  gi.grade.reserve(size_t(std::min<int64_t>(range, n)));
+  for (int64_t c = 0; c < range; ++c) {
+    if (group_of[c] == 0) {
+      group_of[c] = int(gi.grade.size());
+      gi.grade.push_back(int(c));
+    }
+  }
+  gi.group.resize(n);
+  for (int a = 0; a < n; ++a) gi.group[a] = group_of[ts.y[a]];
+  return gi;
+}
+
+GradeGroups group_by_grade(const TaskSamples& ts, bool with_group) {
+  const int n = ts.n();
+  GradeGroups gg;
+  gg.pos.resize(n);
+  gg.s.resize(n);
+  const int64_t range = int64_t(ts.max_grade) + 1;  // grades are 0 .. range - 1
+  gg.grade.reserve(size_t(std::min<int64_t>(range, n)));
+  if (range <= 4 * int64_t(n) + 64) {
+    // A counting sort over the grades' range; `first` ends up as gg.start.
+    std::vector<int> first(range + 1, 0);
+    for (int a = 0; a < n; ++a) ++first[ts.y[a] + 1];
+    for (int64_t c = 0; c < range; ++c) first[c + 1] += first[c];  // first[c]: where grade c starts
+    for (int a = 0; a < n; ++a) {
+      const int k = first[ts.y[a]]++;  // afterwards first[c] is where grade c ends
+      gg.pos[k] = a;
+      gg.s[k] = ts.s[a];
+    }
+    // Keep the grades that occur, compacting their starts in place (the
+    // write index never passes the read index).
+    int groups = 0, begin = 0;
+    for (int64_t c = 0; c < range; ++c) {
+      const int end = first[c];
+      if (end > begin) {
+        gg.grade.push_back(int(c));
+        first[groups++] = begin;
+      }
+      begin = end;
+    }
+    first[groups] = n;
+    first.resize(groups + 1);
+    gg.start = std::move(first);
+  } else {
+    // Few samples with large grades: a stable sort by grade.
+    gg.start.reserve(size_t(n) + 1);
+    std::iota(gg.pos.begin(), gg.pos.end(), 0);
+    std::stable_sort(gg.pos.begin(), gg.pos.end(), [&](int u, int v) { return ts.y[u] < ts.y[v]; });
+    for (int k = 0; k < n; ++k) {
+      const int a = gg.pos[k];
+      if (k == 0 || ts.y[a] != ts.y[gg.pos[k - 1]]) {
+        gg.grade.push_back(ts.y[a]);
+        gg.start.push_back(k);
+      }
+      gg.s[k] = ts.s[a];
+    }
+    gg.start.push_back(n);
+  }
+  if (with_group) {
+    gg.group.resize(n);
+    for (int c = 0; c < gg.count(); ++c)
+      for (int k = gg.start[c]; k < gg.start[c + 1]; ++k) gg.group[gg.pos[k]] = c;
   }
   return gg;
 }
@@ -106,6 +185,7 @@ TaskSamples gather_task(const at::Tensor& scores, const at::Tensor& grades, int6
         ts.s.push_back(double(sp[b * T + t]));
         ts.y.push_back(int(grade));
         ts.row.push_back(int(b));
+        ts.max_grade = std::max(ts.max_grade, int(grade));
       }
     });
   });
@@ -137,14 +217,15 @@ TaskLoss all_pairs_loss(const LossParams& p, const TaskSamples& ts, int K, doubl
   const int n = ts.n();
   const double inv_km1 = 1.0 / double(K - 1);
 
-  const GradeGroups gg = group_by_grade(ts, K);
+  const GradeGroups gg = group_by_grade(ts);
+  const int G = gg.count();
   const std::vector<int>& start = gg.start;
   const std::vector<int>& pos = gg.pos;
   const std::vector<double>& s = gg.s;
   std::vector<double> gs(n, 0.0);
 
   TaskLoss out;
-  for (int c = 0; c < K; ++c) {
+  for (int c = 0; c < G; ++c) {
     const int64_t m = start[c + 1] - start[c];
     out.n_sim += m * (m - 1) / 2;
   }
@@ -153,7 +234,7 @@ TaskLoss all_pairs_loss(const LossParams& p, const TaskSamples& ts, int K, doubl
   const double cs = sim_factor(p, out.n_sim);
 
   double sum_dis = 0.0, sum_sim = 0.0;
-  for (int c = 0; c < K; ++c) {
+  for (int c = 0; c < G; ++c) {
     const int lo = start[c], hi = start[c + 1], m = hi - lo;
     if (m < 2) continue;
     double mean = 0.0;
@@ -169,9 +250,9 @@ TaskLoss all_pairs_loss(const LossParams& p, const TaskSamples& ts, int K, doubl
   }
 
   const LossParams q = p;  // a local copy: provably not aliased by the stores below
-  for (int c_hi = 1; c_hi < K; ++c_hi) {
+  for (int c_hi = 1; c_hi < G; ++c_hi) {
     for (int c_lo = 0; c_lo < c_hi; ++c_lo) {
-      const double gap = grade_gap(c_hi - c_lo, inv_km1);
+      const double gap = grade_gap(gg.grade[c_hi] - gg.grade[c_lo], inv_km1);
       const int b0 = start[c_lo], b1 = start[c_lo + 1];
       double* glo = gs.data();
       const double* slo = s.data();
@@ -204,10 +285,11 @@ TaskLoss sorted_hinge_loss(const LossParams& p, const TaskSamples& ts, int K, do
   const int n = ts.n();
   const double inv_km1 = 1.0 / double(K - 1);
 
-  GradeGroups gg = group_by_grade(ts, K);
+  GradeGroups gg = group_by_grade(ts);
+  const int G = gg.count();
   const std::vector<int>& start = gg.start;
   std::vector<int>& pos = gg.pos;
-  for (int c = 0; c < K; ++c) {
+  for (int c = 0; c < G; ++c) {
     // Equal scores may land in any order: only sums over runs are used, and
     // the test below never splits equal scores.
     std::sort(pos.begin() + start[c], pos.begin() + start[c + 1],
@@ -227,7 +309,7 @@ TaskLoss sorted_hinge_loss(const LossParams& p, const TaskSamples& ts, int K, do
   TaskLoss out;
   double sum_sim = 0.0;
   std::vector<double> gsim(n, 0.0);
-  for (int c = 0; c < K; ++c) {
+  for (int c = 0; c < G; ++c) {
     const int lo = start[c], hi = start[c + 1], m = hi - lo;
     double run = 0.0;
     for (int k = lo; k < hi; ++k) pre1[k] = run += x[k];
@@ -254,12 +336,12 @@ TaskLoss sorted_hinge_loss(const LossParams& p, const TaskSamples& ts, int K, do
   for (int k = 0; k < n; ++k) gs[k] = cs * gsim[k];
 
   double sum_dis = 0.0;
-  for (int c_hi = 1; c_hi < K; ++c_hi) {
+  for (int c_hi = 1; c_hi < G; ++c_hi) {
     const int h0 = start[c_hi], h1 = start[c_hi + 1];
     for (int c_lo = 0; c_lo < c_hi; ++c_lo) {
       const int l0 = start[c_lo], l1 = start[c_lo + 1];
       if (h0 == h1 || l0 == l1) continue;
-      const double gap = grade_gap(c_hi - c_lo, inv_km1);
+      const double gap = grade_gap(gg.grade[c_hi] - gg.grade[c_lo], inv_km1);
       const double margin = pair_margin(p, gap), w = pair_weight(p, gap);
       double block = 0.0;
       for (int a = h0; a < h1; ++a) {  // the more severe side: its violating partners
@@ -304,7 +386,8 @@ std::vector<int64_t> hardest_pairs(const LossParams& p, const TaskSamples& ts, i
   const double inv_km1 = 1.0 / double(K - 1);
   // Samples grouped by grade, batch order kept within a group: the partners
   // b > a of a group are then a suffix of it.
-  const GradeGroups gg = group_by_grade(ts, K);
+  const GradeGroups gg = group_by_grade(ts);
+  const int G = gg.count();
   const std::vector<int>& start = gg.start;
   const std::vector<int>& position = gg.pos;
   const std::vector<double>& score = gg.s;
@@ -356,11 +439,11 @@ std::vector<int64_t> hardest_pairs(const LossParams& p, const TaskSamples& ts, i
   for (int a = 0; a < n; ++a) {
     const double sa = ts.s[a];
     const int ya = ts.y[a];
-    for (int c = 0; c < K; ++c) {
+    for (int c = 0; c < G; ++c) {
       int& lo = next[c];
       while (lo < start[c + 1] && position[lo] <= a) ++lo;
       if (lo == start[c + 1]) continue;
-      const int d = ya - c;
+      const int d = ya - gg.grade[c];
       if (d == 0) {
         scan(a, lo, start[c + 1], [sa](double sb) { return std::fabs(sa - sb); });
       } else {
@@ -419,16 +502,20 @@ std::vector<int64_t> hardest_pairs_table(const LossParams& p, const TaskSamples&
   // The first term is m - r * delta for ordinal pairs (r * delta is exact for
   // r = +-1) and -delta for similar ones; the second is delta for similar
   // pairs and -inf otherwise. So h = |delta| or m - r * delta.
-  std::vector<double> margin(2 * K - 1, 0.0);  // by d = c - y_b, at K - 1 + d
-  for (int d = 1 - K; d < K; ++d)
-    if (d != 0) margin[K - 1 + d] = mining_margin(p, d, inv_km1);
-  std::vector<double> lin(size_t(K) * n), sgn(size_t(K) * n), same(size_t(K) * n);
-  for (int c = 0; c < K; ++c)
+  // Rows of the tables by the grade group of a (only the grades present).
+  const GroupIndex gi = group_index(ts);
+  const int G = int(gi.grade.size());
+  std::vector<double> margin(size_t(G) * G, 0.0);  // by the groups of a and b
+  for (int c = 0; c < G; ++c)
+    for (int c2 = 0; c2 < G; ++c2)
+      if (c != c2) margin[size_t(c) * G + c2] = mining_margin(p, gi.grade[c] - gi.grade[c2], inv_km1);
+  std::vector<double> lin(size_t(G) * n), sgn(size_t(G) * n), same(size_t(G) * n);
+  for (int c = 0; c < G; ++c)
     for (int b = 0; b < n; ++b) {
-      const int d = c - ts.y[b];
-      lin[size_t(c) * n + b] = margin[K - 1 + d];
-      sgn[size_t(c) * n + b] = d < 0 ? -1.0 : 1.0;
-      same[size_t(c) * n + b] = d == 0 ? 0.0 : -INFINITY;
+      const int c2 = gi.group[b];
+      lin[size_t(c) * n + b] = margin[size_t(c) * G + c2];
+      sgn[size_t(c) * n + b] = c < c2 ? -1.0 : 1.0;  // groups are in grade order
+      same[size_t(c) * n + b] = c == c2 ? 0.0 : -INFINITY;
     }
   TableScratch& scratch = table_scratch(P);
   double* const hard = scratch.hard.get();
@@ -437,7 +524,7 @@ std::vector<int64_t> hardest_pairs_table(const LossParams& p, const TaskSamples&
     double* h = hard;
     for (int a = 0; a < n; ++a) {
       const double sa = s[a];
-      const size_t c = size_t(ts.y[a]) * n;
+      const size_t c = size_t(gi.group[a]) * n;
       const double* __restrict m = lin.data() + c;
       const double* __restrict r = sgn.data() + c;
       const double* __restrict z = same.data() + c;

@@ -175,16 +175,19 @@ __global__ void __launch_bounds__(kRowThreads) all_pairs_kernel(
   __shared__ typename BlockReduce::TempStorage reduce_storage;
   __shared__ acc_t tile_s[kRowThreads];
   __shared__ int tile_y[kRowThreads];
-  __shared__ int bad_seen, tasks_count, is_last;
+  __shared__ int bad_seen, tasks_count, is_last, top_grade;
   __shared__ int64_t n_dis_shared, n_sim_shared, n_valid_shared;
-  extern __shared__ int grade_count[];  // (K_t,)
+  extern __shared__ int grade_count[];  // (K_t,); counted up to the largest grade seen
 
   const int t = blockIdx.y;
   const int K = ks.k[t];
   const int chunks = gridDim.x;
   const int64_t a = int64_t(blockIdx.x) * kRowThreads + threadIdx.x;
   for (int c = threadIdx.x; c < K; c += blockDim.x) grade_count[c] = 0;
-  if (threadIdx.x == 0) bad_seen = 0;
+  if (threadIdx.x == 0) {
+    bad_seen = 0;
+    top_grade = -1;
+  }
   __syncthreads();
   const int tasks_with_pairs =
       reduction == TaskReduction::Mean ? count_tasks_with_pairs(grades, wide_grades, B, T, &tasks_count) : 1;
@@ -211,6 +214,7 @@ __global__ void __launch_bounds__(kRowThreads) all_pairs_kernel(
         if (y < K && isfinite(s_b)) {
           y_b = int(y);
           atomicAdd(&grade_count[y_b], 1);  // integer: the counts do not depend on order
+          atomicMax(&top_grade, y_b);
         } else {
           bad_seen = 1;  // every writer stores the same value
         }
@@ -245,7 +249,7 @@ __global__ void __launch_bounds__(kRowThreads) all_pairs_kernel(
 
   if (threadIdx.x == 0) {
     int64_t n = 0, n_sim = 0;
-    for (int c = 0; c < K; ++c) {
+    for (int c = 0; c <= top_grade; ++c) {  // the grades that occur, not K
       const int64_t m = grade_count[c];
       n += m;
       n_sim += m * (m - 1) / 2;
