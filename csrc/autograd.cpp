@@ -94,7 +94,7 @@ class PairwiseRankLossFunction : public torch::autograd::Function<PairwiseRankLo
       "(create_graph=True, e.g. a gradient penalty, gradgradcheck or a Hessian) "
       "would silently give zero";
 
-  static constexpr size_t kNumInputs = 15;
+  static constexpr size_t kNumInputs = 16;
 
  private:
   template <typename First, typename... Rest>
@@ -108,11 +108,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_rank_loss_autograd(
     double scale, double margin_base, double margin_scale, double lambda_dis,
     double lambda_sim, bool severity_weight, c10::string_view pair_fn, double sigma,
     int64_t max_pairs, double hard_fraction, c10::string_view task_reduction,
-    const std::optional<at::Tensor>& seed) {
+    const std::optional<at::Tensor>& seed, c10::string_view pair_normalization) {
   static_assert(std::is_same_v<decltype(pairwise_rank_loss_autograd), PairwiseRankLossSignature>);
   const variable_list out = PairwiseRankLossFunction::apply(
       scores, grades, num_grades, scale, margin_base, margin_scale, lambda_dis, lambda_sim,
-      severity_weight, pair_fn, sigma, max_pairs, hard_fraction, task_reduction, seed);
+      severity_weight, pair_fn, sigma, max_pairs, hard_fraction, task_reduction, seed,
+      pair_normalization);
   return {out[0], out[1], out[2]};
 }
 

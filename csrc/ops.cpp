@@ -13,12 +13,16 @@ TORCH_LIBRARY(spinerank_ext, m) {
   // for task_reduction="none"), d loss / d scores for an upstream gradient of
   // one (B, T), and the kept (ordinal, similar) pair counts per task (T, 2).
   // max_pairs = -1 keeps all pairs; seed (int64 scalar) feeds the random part
-  // of mining and may be None when max_pairs = -1.
+  // of mining and may be None when max_pairs = -1. pair_normalization: "per_kind"
+  // (ordinal and similar pair sums each over their count, SpineRank) or "all"
+  // (both over the task's number of kept pairs, the published RankNet and
+  // DeepRankSVM); see dis_factor in csrc/pair_math.h.
   m.def(
       "pairwise_rank_loss(Tensor scores, Tensor grades, int[] num_grades, float scale, "
       "float margin_base, float margin_scale, float lambda_dis, float lambda_sim, "
       "bool severity_weight, str pair_fn, float sigma, int max_pairs, float hard_fraction, "
-      "str task_reduction, Tensor? seed) -> (Tensor loss, Tensor pair_grad, Tensor counts)",
+      "str task_reduction, Tensor? seed, str pair_normalization=\"per_kind\") -> "
+      "(Tensor loss, Tensor pair_grad, Tensor counts)",
       {at::Tag::pt2_compliant_tag});
   // Scales the saved per-sample gradient by the upstream gradient.
   m.def("pairwise_rank_loss_backward(Tensor grad_loss, Tensor pair_grad) -> Tensor",
@@ -54,7 +58,7 @@ TORCH_LIBRARY(spinerank_ext, m) {
   // autograd; bad values give NaN instead of raising.
   m.def("_sorted_hinge_generic(Tensor scores, Tensor grades, int[] num_grades, float scale, "
         "float margin_base, float margin_scale, float lambda_dis, float lambda_sim, bool severity_weight, "
-        "str task_reduction) -> (Tensor, Tensor, Tensor)");
+        "str task_reduction, str pair_normalization=\"per_kind\") -> (Tensor, Tensor, Tensor)");
 }
 
 namespace {

@@ -13,6 +13,9 @@ namespace spinerank {
 
 enum class PairFn : int { SquaredHinge = 0, Logistic = 1 };
 
+// How a task's pair sums become its loss (see dis_factor / sim_factor).
+enum class PairNormalization : int { PerKind = 0, All = 1 };
+
 // Loss hyper-parameters, as plain values so the struct can be passed to kernels.
 struct LossParams {
   double scale;
@@ -23,6 +26,7 @@ struct LossParams {
   double sigma;
   bool severity_weight;
   PairFn pair_fn;
+  PairNormalization normalization = PairNormalization::PerKind;
 };
 
 template <typename acc_t>
@@ -80,14 +84,18 @@ SPINERANK_HD PairTerm<acc_t> similar_pair(acc_t delta) {
   return {delta * delta, acc_t(2) * delta};
 }
 
-// The per-task loss from the accumulated pair sums:
-// L_t = lambda_dis * sum_dis / max(1, n_dis) + lambda_sim * sum_sim / max(1, n_sim).
+// The per-task loss from the accumulated pair sums over the kept pairs:
+//   PerKind (SpineRank): L_t = lambda_dis * sum_dis / max(1, n_dis) + lambda_sim * sum_sim / max(1, n_sim);
+//   All (the published RankNet and DeepRankSVM): L_t = (lambda_dis * sum_dis + lambda_sim * sum_sim)
+//                                                      / max(1, n_dis + n_sim).
 // The two factors also scale every pair's gradient.
-SPINERANK_HD double dis_factor(const LossParams& p, int64_t n_dis) {
-  return p.lambda_dis / double(n_dis > 1 ? n_dis : 1);
+SPINERANK_HD double dis_factor(const LossParams& p, int64_t n_dis, int64_t n_sim) {
+  const int64_t n = p.normalization == PairNormalization::All ? n_dis + n_sim : n_dis;
+  return p.lambda_dis / double(n > 1 ? n : 1);
 }
-SPINERANK_HD double sim_factor(const LossParams& p, int64_t n_sim) {
-  return p.lambda_sim / double(n_sim > 1 ? n_sim : 1);
+SPINERANK_HD double sim_factor(const LossParams& p, int64_t n_dis, int64_t n_sim) {
+  const int64_t n = p.normalization == PairNormalization::All ? n_dis + n_sim : n_sim;
+  return p.lambda_sim / double(n > 1 ? n : 1);
 }
 
 // ---------------------------------------------------------------------------

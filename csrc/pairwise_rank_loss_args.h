@@ -21,7 +21,7 @@ using PairwiseRankLossSignature = std::tuple<at::Tensor, at::Tensor, at::Tensor>
     double scale, double margin_base, double margin_scale, double lambda_dis,
     double lambda_sim, bool severity_weight, c10::string_view pair_fn, double sigma,
     int64_t max_pairs, double hard_fraction, c10::string_view task_reduction,
-    const std::optional<at::Tensor>& seed);
+    const std::optional<at::Tensor>& seed, c10::string_view pair_normalization);
 
 enum class TaskReduction : int { Mean = 0, Sum = 1, None = 2 };
 
@@ -81,12 +81,21 @@ inline void check_mining(int64_t max_pairs, double hard_fraction,
   }
 }
 
+inline PairNormalization parse_pair_normalization(std::string_view s) {
+  if (s == "per_kind") return PairNormalization::PerKind;
+  if (s == "all") return PairNormalization::All;
+  TORCH_CHECK_VALUE(false, "pair_normalization must be 'per_kind' or 'all', got '", s, "'");
+}
+
 inline LossParams make_loss_params(double scale, double margin_base, double margin_scale,
                                    double lambda_dis, double lambda_sim, bool severity_weight,
-                                   std::string_view pair_fn, double sigma) {
+                                   std::string_view pair_fn, double sigma,
+                                   std::string_view pair_normalization = "per_kind") {
   const PairFn fn = parse_pair_fn(pair_fn);
   TORCH_CHECK_VALUE(fn != PairFn::Logistic || sigma > 0.0, "sigma must be > 0, got ", sigma);
-  return {scale, margin_base, margin_scale, lambda_dis, lambda_sim, sigma, severity_weight, fn};
+  return {scale,     margin_base,     margin_scale, lambda_dis,
+          lambda_sim, sigma,          severity_weight, fn,
+          parse_pair_normalization(pair_normalization)};
 }
 
 }  // namespace spinerank

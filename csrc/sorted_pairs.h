@@ -92,8 +92,8 @@ struct SortedRows {
   const int64_t* gval;    // (T, gcap + 1) the grade of each group
   const int64_t* ngroups; // (T,) the number of groups (grades present)
   const int64_t* ks;      // (T,) K_t
-  const double* cd;       // (T,) lambda_dis / max(1, n_dis)
-  const double* cs;       // (T,) lambda_sim / max(1, n_sim)
+  const double* cd;       // (T,) dis_factor of the task (pair_math.h)
+  const double* cs;       // (T,) sim_factor of the task
   double* g;              // out: d loss_t / d s at each sorted position
   double* l;              // out: the position's share of loss_t
   int8_t* bad;            // out: a non-finite score (grades >= K_t are checked by the caller)

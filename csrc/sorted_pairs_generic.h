@@ -92,8 +92,10 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> sorted_hinge_loss_generic(
   const at::Tensor m = counts.narrow(1, 0, gcap);
   const at::Tensor n_sim = (m * (m - 1)).div(2, "floor").sum(1);
   const at::Tensor n_dis = (n * (n - 1)).div(2, "floor") - n_sim;
-  const at::Tensor cd = p.lambda_dis / n_dis.clamp_min(1).to(at::kDouble);
-  const at::Tensor cs = p.lambda_sim / n_sim.clamp_min(1).to(at::kDouble);
+  // dis_factor / sim_factor (pair_math.h), per task.
+  const bool all = p.normalization == PairNormalization::All;
+  const at::Tensor cd = p.lambda_dis / (all ? n_dis + n_sim : n_dis).clamp_min(1).to(at::kDouble);
+  const at::Tensor cs = p.lambda_sim / (all ? n_dis + n_sim : n_sim).clamp_min(1).to(at::kDouble);
 
   at::Tensor g = at::empty({T, B}, f64), l = at::empty({T, B}, f64);
   at::Tensor bad = at::empty({T, B}, scores.options().dtype(at::kChar));

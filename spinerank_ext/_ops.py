@@ -15,11 +15,12 @@ from . import _validate
 @torch.library.register_fake("spinerank_ext::pairwise_rank_loss")
 def _pairwise_rank_loss_fake(scores, grades, num_grades, scale, margin_base, margin_scale,
                              lambda_dis, lambda_sim, severity_weight, pair_fn, sigma,
-                             max_pairs, hard_fraction, task_reduction, seed):
+                             max_pairs, hard_fraction, task_reduction, seed, pair_normalization="per_kind"):
     _validate.scores_and_grades(scores, grades)
     _validate.num_grades_tuple(list(num_grades), scores.shape[1])
     _validate.loss_params(pair_fn=pair_fn, sigma=sigma, max_pairs=None if max_pairs == -1 else max_pairs,
-                          hard_fraction=hard_fraction, task_reduction=task_reduction)
+                          hard_fraction=hard_fraction, task_reduction=task_reduction,
+                          pair_normalization=pair_normalization)
     B, T = scores.shape
     loss = scores.new_empty((T,) if task_reduction == "none" else ())
     return loss, scores.new_empty((B, T)), scores.new_empty((T, 2), dtype=torch.long)
@@ -60,7 +61,7 @@ def _augment_fake(vol, params, out_size):
 
 @torch.library.register_fake("spinerank_ext::_sorted_hinge_generic")
 def _sorted_hinge_generic_fake(scores, grades, num_grades, scale, margin_base, margin_scale, lambda_dis,
-                               lambda_sim, severity_weight, task_reduction):
+                               lambda_sim, severity_weight, task_reduction, pair_normalization="per_kind"):
     # The CUDA sorted path run on the CPU, for tests (csrc/sorted_pairs_generic.h).
     _validate.scores_and_grades(scores, grades)
     _validate.num_grades_tuple(list(num_grades), scores.shape[1])

@@ -14,6 +14,7 @@ import torch
 
 PAIR_FNS = ("squared_hinge", "logistic")
 TASK_REDUCTIONS = ("mean", "sum", "none")
+PAIR_NORMALIZATIONS = ("per_kind", "all")
 
 #: The largest number of grades K of a task (kMaxNumGrades in
 #: csrc/pairwise_rank_loss_args.h): grades 0..K-1 must fit the kernels' int32
@@ -70,9 +71,12 @@ def scores_and_grades(scores, grades) -> None:
         )
 
 
-def loss_params(*, pair_fn, sigma, max_pairs, hard_fraction, task_reduction) -> None:
+def loss_params(*, pair_fn, sigma, max_pairs, hard_fraction, task_reduction,
+                pair_normalization="per_kind") -> None:
     if pair_fn not in PAIR_FNS:
         raise ValueError(f"pair_fn must be one of {PAIR_FNS}, got {pair_fn!r}")
+    if pair_normalization not in PAIR_NORMALIZATIONS:
+        raise ValueError(f"pair_normalization must be one of {PAIR_NORMALIZATIONS}, got {pair_normalization!r}")
     if task_reduction not in TASK_REDUCTIONS:
         raise ValueError(f"task_reduction must be one of {TASK_REDUCTIONS}, got {task_reduction!r}")
     if pair_fn == "logistic" and not sigma > 0:

@@ -42,10 +42,12 @@ class LossOptions:
     max_pairs: Optional[int] = None
     hard_fraction: float = 0.7
     task_reduction: str = "mean"
+    pair_normalization: str = "per_kind"
 
     def __post_init__(self):
         _validate.loss_params(pair_fn=self.pair_fn, sigma=self.sigma, max_pairs=self.max_pairs,
-                              hard_fraction=self.hard_fraction, task_reduction=self.task_reduction)
+                              hard_fraction=self.hard_fraction, task_reduction=self.task_reduction,
+                              pair_normalization=self.pair_normalization)
 
     def op_args(self) -> tuple:
         """The options in the order of the op schema, after num_grades."""
@@ -59,7 +61,8 @@ def _loss(scores, grades, ks, options: LossOptions, seed: Optional[torch.Tensor]
     """(loss, counts) from the fused op, or from the reference when it is not loaded."""
     if _library.fused_for(scores):
         loss, _, counts = torch.ops.spinerank_ext.pairwise_rank_loss(
-            scores, _validate.grades_for_kernel(grades, ks), ks, *options.op_args(), seed)
+            scores, _validate.grades_for_kernel(grades, ks), ks, *options.op_args(), seed,
+            options.pair_normalization)
         return loss, counts
     return reference.pairwise_rank_loss(
         scores, grades, ks, **dataclasses.asdict(options),
@@ -82,6 +85,7 @@ def pairwise_rank_loss(
     max_pairs: Optional[int] = None,
     hard_fraction: float = 0.7,
     task_reduction: str = "mean",
+    pair_normalization: str = "per_kind",
     generator: Generator = None,
     return_counts: bool = False,
 ):
@@ -110,6 +114,12 @@ def pairwise_rank_loss(
             uniformly at random from the remaining pairs.
         task_reduction: "mean" over tasks with at least one pair, "sum", or
             "none" for a (T,) vector.
+        pair_normalization: how a task's kept pairs are averaged. "per_kind"
+            (SpineRank): lambda_dis * (ordinal sum) / n_ordinal + lambda_sim *
+            (similar sum) / n_similar. "all" (the published RankNet and
+            DeepRankSVM): (lambda_dis * ordinal sum + lambda_sim * similar
+            sum) / (n_ordinal + n_similar), so same-grade pairs count in the
+            denominator even when lambda_sim = 0.
         generator: a torch.Generator or an int seed (-2^63 .. 2^63 - 1) for
             the random part of mining (None: torch's default generator); any
             other type raises a TypeError, also without mining.
@@ -131,7 +141,7 @@ def pairwise_rank_loss(
         and a wrong-typed ``generator``.
     """
     options = LossOptions(scale, margin_base, margin_scale, lambda_dis, lambda_sim, severity_weight,
-                          pair_fn, sigma, max_pairs, hard_fraction, task_reduction)
+                          pair_fn, sigma, max_pairs, hard_fraction, task_reduction, pair_normalization)
     _validate.scores_and_grades(scores, grades)
     ks = _validate.num_grades_tuple(num_grades, scores.shape[1])
     loss, counts = _loss(scores, grades, ks, options, _mining_seed(max_pairs, generator))
@@ -217,12 +227,13 @@ class PairwiseRankLoss(torch.nn.Module):
     def __init__(self, num_grades, *, scale=10.0, margin_base=0.5, margin_scale=1.5,
                  lambda_dis=1.0, lambda_sim=0.25, severity_weight=True,
                  pair_fn="squared_hinge", sigma=1.0, max_pairs=None, hard_fraction=0.7,
-                 task_reduction="mean", generator: Generator = None, global_pairs: bool = False):
+                 task_reduction="mean", pair_normalization="per_kind", generator: Generator = None,
+                 global_pairs: bool = False):
         super().__init__()
         self.global_pairs = bool(global_pairs)
         self.options = LossOptions(scale, margin_base, margin_scale, lambda_dis, lambda_sim,
                                    severity_weight, pair_fn, sigma, max_pairs, hard_fraction,
-                                   task_reduction)
+                                   task_reduction, pair_normalization)
         if isinstance(num_grades, torch.Tensor):
             num_grades = num_grades.tolist()
         # K is checked here (its range; the number of tasks at the first call).
@@ -276,4 +287,6 @@ class PairwiseRankLoss(torch.nn.Module):
         return (f"num_grades={self.num_grades}, pair_fn={o.pair_fn!r}, scale={o.scale}, "
                 f"margin=({o.margin_base}, {o.margin_scale}), lambda=({o.lambda_dis}, "
                 f"{o.lambda_sim}), severity_weight={o.severity_weight}, {mining}, "
-                f"task_reduction={o.task_reduction!r}" + (", global_pairs=True" if self.global_pairs else ""))
+                f"task_reduction={o.task_reduction!r}"
+                + (f", pair_normalization={o.pair_normalization!r}" if o.pair_normalization != "per_kind" else "")
+                + (", global_pairs=True" if self.global_pairs else ""))

@@ -113,7 +113,7 @@ def pairwise_rank_loss(scores, grades, num_grades, *, scale=10.0, margin_base=0.
                        margin_scale=1.5, lambda_dis=1.0, lambda_sim=0.25,
                        severity_weight=True, pair_fn="squared_hinge", sigma=1.0,
                        max_pairs=None, hard_fraction=0.7, task_reduction="mean",
-                       generator=None, return_counts=False, pairs=None):
+                       pair_normalization="per_kind", generator=None, return_counts=False, pairs=None):
     """The SpineRank pairwise ranking loss (SPEC §3), written out plainly.
 
     Same arguments and result as :func:`spinerank_ext.pairwise_rank_loss`; ``pairs``
@@ -121,7 +121,8 @@ def pairwise_rank_loss(scores, grades, num_grades, *, scale=10.0, margin_base=0.
     """
     _validate.scores_and_grades(scores, grades)
     _validate.loss_params(pair_fn=pair_fn, sigma=sigma, max_pairs=max_pairs,
-                          hard_fraction=hard_fraction, task_reduction=task_reduction)
+                          hard_fraction=hard_fraction, task_reduction=task_reduction,
+                          pair_normalization=pair_normalization)
     _validate.generator(generator)
     B, T = scores.shape
     ks = _validate.num_grades_tuple(num_grades, T)
@@ -154,10 +155,12 @@ def pairwise_rank_loss(scores, grades, num_grades, *, scale=10.0, margin_base=0.
     is_similar = keep & (d == 0)
     n_dis = is_ordinal.sum(0)
     n_sim = is_similar.sum(0)
-    per_task = (
-        lambda_dis * torch.where(is_ordinal, ordinal_loss, 0).sum(0) / n_dis.clamp(min=1)
-        + lambda_sim * torch.where(is_similar, similar_loss, 0).sum(0) / n_sim.clamp(min=1)
-    )
+    sum_dis = lambda_dis * torch.where(is_ordinal, ordinal_loss, 0).sum(0)
+    sum_sim = lambda_sim * torch.where(is_similar, similar_loss, 0).sum(0)
+    if pair_normalization == "all":  # every kept pair in one denominator
+        per_task = (sum_dis + sum_sim) / (n_dis + n_sim).clamp(min=1)
+    else:
+        per_task = sum_dis / n_dis.clamp(min=1) + sum_sim / n_sim.clamp(min=1)
 
     if task_reduction == "none":
         loss = per_task

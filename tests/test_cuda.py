@@ -55,6 +55,9 @@ def test_all_pairs_match_cpu_float64(B, pair_fn, reduction, grade_dtype):
     dict(severity_weight=False, lambda_sim=0.0),
     dict(pair_fn="logistic", lambda_sim=0.0, sigma=2.0),  # RankNet
     dict(margin_base=2.0, margin_scale=0.0),  # DeepRankSVM
+    dict(pair_fn="logistic", lambda_sim=0.0, sigma=2.0, pair_normalization="all"),  # RankNet as published
+    dict(margin_base=2.0, margin_scale=0.0, lambda_sim=0.0, pair_normalization="all"),  # DeepRankSVM as published
+    dict(lambda_sim=0.4, pair_normalization="all"),
 ])
 def test_all_pairs_match_reference_float32(options):
     scores, grades = make_batch(300, TASK_KS, seed=5, dtype=torch.float32)
@@ -83,9 +86,11 @@ def test_mined_pairs_match_cpu_exactly(dtype, B, max_pairs, hard_fraction):
 @pytest.mark.parametrize("pair_fn", ["squared_hinge", "logistic"])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 @pytest.mark.parametrize("B,max_pairs", [(30, 100), (200, 500), (64, 5000)])
-def test_mined_loss_matches_cpu(pair_fn, reduction, B, max_pairs):
+@pytest.mark.parametrize("normalization", ["per_kind", "all"])
+def test_mined_loss_matches_cpu(pair_fn, reduction, B, max_pairs, normalization):
     scores, grades = make_batch(B, TASK_KS, seed=7)
-    kw = dict(pair_fn=pair_fn, task_reduction=reduction, max_pairs=max_pairs, generator=99)
+    kw = dict(pair_fn=pair_fn, task_reduction=reduction, max_pairs=max_pairs, generator=99,
+              pair_normalization=normalization)
     l_cpu, g_cpu, c_cpu = loss_and_grad(scores, grades, TASK_KS, **kw)
     l_gpu, g_gpu, c_gpu = loss_and_grad(scores.to(CUDA), grades.to(CUDA), TASK_KS, **kw)
     assert torch.equal(c_gpu.cpu(), c_cpu)
@@ -247,11 +252,13 @@ def cuda_sorted_path():
 @pytest.mark.parametrize("B", [1, 2, 17, 700, 5000])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_sorted_path_on_cuda_matches_cpu(cuda_sorted_path, B, reduction, dtype):
+@pytest.mark.parametrize("normalization", ["per_kind", "all"])
+def test_sorted_path_on_cuda_matches_cpu(cuda_sorted_path, B, reduction, dtype, normalization):
     scores, grades = make_batch(B, TASK_KS, seed=B, dtype=dtype)
     scores = scores * 3.0 + 1e3 if dtype == torch.float64 else scores
-    l_cpu, g_cpu, c_cpu = loss_and_grad(scores, grades, TASK_KS, task_reduction=reduction)
-    l_gpu, g_gpu, c_gpu = loss_and_grad(scores.to(CUDA), grades.to(CUDA), TASK_KS, task_reduction=reduction)
+    kw = dict(task_reduction=reduction, pair_normalization=normalization)
+    l_cpu, g_cpu, c_cpu = loss_and_grad(scores, grades, TASK_KS, **kw)
+    l_gpu, g_gpu, c_gpu = loss_and_grad(scores.to(CUDA), grades.to(CUDA), TASK_KS, **kw)
     tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(l_gpu.cpu(), l_cpu, **tol)
     torch.testing.assert_close(g_gpu.cpu(), g_cpu, **tol)

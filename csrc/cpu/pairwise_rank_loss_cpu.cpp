@@ -230,8 +230,8 @@ TaskLoss all_pairs_loss(const LossParams& p, const TaskSamples& ts, int K, doubl
     out.n_sim += m * (m - 1) / 2;
   }
   out.n_dis = int64_t(n) * (n - 1) / 2 - out.n_sim;
-  const double cd = dis_factor(p, out.n_dis);
-  const double cs = sim_factor(p, out.n_sim);
+  const double cd = dis_factor(p, out.n_dis, out.n_sim);
+  const double cs = sim_factor(p, out.n_dis, out.n_sim);
 
   double sum_dis = 0.0, sum_sim = 0.0;
   for (int c = 0; c < G; ++c) {
@@ -331,8 +331,8 @@ TaskLoss sorted_hinge_loss(const LossParams& p, const TaskSamples& ts, int K, do
     sum_sim += m * ss;
   }
   out.n_dis = int64_t(n) * (n - 1) / 2 - out.n_sim;
-  const double cd = dis_factor(p, out.n_dis);
-  const double cs = sim_factor(p, out.n_sim);
+  const double cd = dis_factor(p, out.n_dis, out.n_sim);
+  const double cs = sim_factor(p, out.n_dis, out.n_sim);
   for (int k = 0; k < n; ++k) gs[k] = cs * gsim[k];
 
   double sum_dis = 0.0;
@@ -691,8 +691,8 @@ TaskLoss kept_pairs_loss(const LossParams& p, const TaskSamples& ts, int K,
   TaskLoss out;
   for (const Pair& q : kept) out.n_sim += y[q.a] == y[q.b];
   out.n_dis = int64_t(kept.size()) - out.n_sim;
-  const double cd = dis_factor(p, out.n_dis);
-  const double cs = sim_factor(p, out.n_sim);
+  const double cd = dis_factor(p, out.n_dis, out.n_sim);
+  const double cs = sim_factor(p, out.n_dis, out.n_sim);
   double sum_dis = 0.0, sum_sim = 0.0;
   for (const Pair& q : kept) {
     const double delta = s[q.a] - s[q.b];
@@ -739,11 +739,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_rank_loss_cpu(
     double scale, double margin_base, double margin_scale, double lambda_dis,
     double lambda_sim, bool severity_weight, c10::string_view pair_fn, double sigma,
     int64_t max_pairs, double hard_fraction, c10::string_view task_reduction,
-    const std::optional<at::Tensor>& seed) {
+    const std::optional<at::Tensor>& seed, c10::string_view pair_normalization) {
   check_scores_grades(scores, grades, num_grades);
   check_mining(max_pairs, hard_fraction, seed);
   const LossParams p = make_loss_params(scale, margin_base, margin_scale, lambda_dis,
-                                        lambda_sim, severity_weight, pair_fn, sigma);
+                                        lambda_sim, severity_weight, pair_fn, sigma, pair_normalization);
   const TaskReduction reduction = parse_task_reduction(task_reduction);
   const uint64_t seed_value = read_seed(max_pairs, seed);
 
@@ -827,10 +827,10 @@ at::Tensor mined_pairs_cpu(const at::Tensor& scores, const at::Tensor& grades,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sorted_hinge_generic_cpu(
     const at::Tensor& scores, const at::Tensor& grades, c10::IntArrayRef num_grades, double scale,
     double margin_base, double margin_scale, double lambda_dis, double lambda_sim,
-    bool severity_weight, c10::string_view task_reduction) {
+    bool severity_weight, c10::string_view task_reduction, c10::string_view pair_normalization) {
   check_scores_grades(scores, grades, num_grades);
   const LossParams p = make_loss_params(scale, margin_base, margin_scale, lambda_dis, lambda_sim,
-                                        severity_weight, "squared_hinge", 1.0);
+                                        severity_weight, "squared_hinge", 1.0, pair_normalization);
   return sorted_hinge_loss_generic(scores, grades, num_grades, p, parse_task_reduction(task_reduction),
                                    &sorted_rows_loop);
 }

@@ -262,7 +262,7 @@ __global__ void __launch_bounds__(kRowThreads) all_pairs_kernel(
   const int64_t n_dis = n_dis_shared, n_sim = n_sim_shared;
   const bool bad = bad_seen != 0;
   if (a < B) {
-    const acc_t cd = acc_t(dis_factor(p, n_dis)), cs = acc_t(sim_factor(p, n_sim));
+    const acc_t cd = acc_t(dis_factor(p, n_dis, n_sim)), cs = acc_t(sim_factor(p, n_dis, n_sim));
     const acc_t rf = acc_t(1.0 / double(tasks_with_pairs > 1 ? tasks_with_pairs : 1));
     const acc_t g = y_a >= 0 ? (cd * g_dis + cs * g_sim) * rf : acc_t(0);
     pair_grad[a * T + t] = bad ? scalar_t(std::numeric_limits<float>::quiet_NaN()) : scalar_t(g);
@@ -305,7 +305,7 @@ __global__ void __launch_bounds__(kRowThreads) all_pairs_kernel(
     if (lane == 0) {
       const int64_t u_dis = __ldcg(ws.task_info + 4 * u + kInfoDis);
       const int64_t u_sim = __ldcg(ws.task_info + 4 * u + kInfoSim);
-      ws.task_loss[u] = dis_factor(p, u_dis) * sum_dis + sim_factor(p, u_sim) * sum_sim;
+      ws.task_loss[u] = dis_factor(p, u_dis, u_sim) * sum_dis + sim_factor(p, u_dis, u_sim) * sum_sim;
     }
   }
   __threadfence();
@@ -506,7 +506,7 @@ __global__ void __launch_bounds__(kSelectThreads) select_kernel(
   if (tid == 0) n_sim_shared = block_sim;
   __syncthreads();
   const int64_t n_sim = n_sim_shared, n_dis = n_keep - n_sim;
-  const acc_t cd = acc_t(dis_factor(p, n_dis)), cs = acc_t(sim_factor(p, n_sim));
+  const acc_t cd = acc_t(dis_factor(p, n_dis, n_sim)), cs = acc_t(sim_factor(p, n_dis, n_sim));
   const acc_t inv_km1_acc = acc_t(1) / acc_t(K - 1);
   acc_t l_dis = 0, l_sim = 0;
   double* kept_dl = ws.kept_dl + int64_t(t) * m.cap;
@@ -763,11 +763,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_rank_loss_cuda(
     double scale, double margin_base, double margin_scale, double lambda_dis,
     double lambda_sim, bool severity_weight, c10::string_view pair_fn, double sigma,
     int64_t max_pairs, double hard_fraction, c10::string_view task_reduction,
-    const std::optional<at::Tensor>& seed) {
+    const std::optional<at::Tensor>& seed, c10::string_view pair_normalization) {
   check_scores_grades(scores, grades, num_grades);
   check_mining(max_pairs, hard_fraction, seed);
   const LossParams p = make_loss_params(scale, margin_base, margin_scale, lambda_dis,
-                                        lambda_sim, severity_weight, pair_fn, sigma);
+                                        lambda_sim, severity_weight, pair_fn, sigma, pair_normalization);
   const TaskReduction reduction = parse_task_reduction(task_reduction);
   check_cuda_inputs(scores, num_grades);
   const c10::cuda::CUDAGuard device_guard(scores.device());
