@@ -159,8 +159,9 @@ def test_loss_of_a_batch_without_labels_is_zero_with_a_gradient():
 
 
 @pytest.mark.parametrize("name,reference_options", [
-    ("ranknet", dict(pair_fn="logistic", lambda_sim=0.0)),
-    ("deeprank", dict(pair_fn="squared_hinge", margin_base=2.0, margin_scale=0.0)),
+    ("ranknet", dict(pair_fn="logistic", sigma=2.0, lambda_sim=0.0, pair_normalization="all")),
+    ("deeprank", dict(pair_fn="squared_hinge", margin_base=2.0, margin_scale=0.0, lambda_sim=0.0,
+                      pair_normalization="all")),
     ("spinerank", dict()),
 ])
 def test_ranking_options_give_the_spec_baselines(batch, name, reference_options):
@@ -175,12 +176,37 @@ def test_ranking_options_give_the_spec_baselines(batch, name, reference_options)
     assert methods.get("ce").loss_options() == {}
 
 
+@pytest.mark.parametrize("name", ["ranknet", "deeprank"])
+def test_ranking_baselines_are_the_published_losses(batch, name):
+    from test_pair_normalization import published
+
+    ks = [5, 4, 3]
+    scores, grades = batch(20, ks, seed=4)
+    fused = spinerank_ext.PairwiseRankLoss(ks, **methods.get(name).loss_options())(scores, grades)
+    torch.testing.assert_close(fused, published(scores, grades, ks, name), rtol=1e-12, atol=1e-12)
+
+
 def test_ranknet_by_hand():
-    # Two discs of one task (K = 3), grades 2 and 0, scores 1 and 3: one ordinal pair,
-    # g = 1, weight S g = 10, loss 10 softplus(-(1 - 3)) = 10 ln(1 + e^2); no similar pair.
+    # Three discs of one task (K = 3), grades 2, 0, 0 and scores 1, 3, 2: two ordinal
+    # pairs of g = 1 (weight S g = 10) with r delta = -2 and -1, one same-grade pair
+    # that adds 0 but counts: (10 softplus(2 * 2) + 10 softplus(2 * 1)) / 3, sigma = 2.
     loss = spinerank_ext.PairwiseRankLoss([3], **methods.get("ranknet").loss_options())(
-        torch.tensor([[1.0], [3.0]], dtype=torch.float64), torch.tensor([[2], [0]]))
-    assert loss.item() == pytest.approx(10 * math.log1p(math.exp(2)))
+        torch.tensor([[1.0], [3.0], [2.0]], dtype=torch.float64), torch.tensor([[2], [0], [0]]))
+    assert loss.item() == pytest.approx(10 * (math.log1p(math.exp(4)) + math.log1p(math.exp(2))) / 3)
+
+
+def test_paper_text_variants_through_method_options(batch):
+    from spinerank import config as config_lib
+
+    config = config_lib.resolve("tiny", None, method="deeprank",
+                                method_options={"lambda_sim": 0.25, "pair_normalization": "per_kind"})
+    options = methods.for_config(config).loss_options()
+    assert options == dict(pair_fn="squared_hinge", margin_base=2.0, margin_scale=0.0, lambda_sim=0.25,
+                           pair_normalization="per_kind")
+    with pytest.raises(ValueError, match=r"config: pair_normalization must be one of"):
+        config_lib.resolve("tiny", None, method="ranknet", method_options={"pair_normalization": "mean"})
+    with pytest.raises(ValueError, match=r"method 'ranknet' has no option\(s\) normalize"):
+        methods.get("ranknet", normalize="discs")
 
 
 # -- training ------------------------------------------------------------------

@@ -10,6 +10,10 @@ methods, the options of the phase-2 pairwise loss.
 - ``ranknet``, ``deeprank``, ``spinerank``: weighted CE in phase 1, then the
   ranking heads trained with ``PairwiseRankLoss`` (RankNet, DeepRankSVM and
   SpineRank options of SPEC §3); their grades come from score thresholds.
+  RankNet is w * softplus(-2 r delta) and DeepRankSVM w * max(0, 2 - r delta)^2,
+  each over all kept pairs of a task (``pair_normalization="all"``) without a
+  similarity term, as the published code computes them; ``method_options``
+  (RANK_OPTION_NAMES) gives the paper text's variants.
 """
 from __future__ import annotations
 
@@ -156,12 +160,21 @@ _METHODS = {
     "ce": Method("ce"),
     "corn": Corn("corn"),
     "mae": MeanAbsoluteError("mae"),
-    # SPEC §3: the same op family, other options.
-    "ranknet": Method("ranknet", ranking=True, rank_options=(("pair_fn", "logistic"), ("lambda_sim", 0.0))),
+    # SPEC §3: the same op family, other options; RankNet and DeepRankSVM as the
+    # published code defines them (see RANK_OPTION_NAMES to change them).
+    "ranknet": Method("ranknet", ranking=True, rank_options=(
+        ("pair_fn", "logistic"), ("sigma", 2.0), ("lambda_sim", 0.0), ("pair_normalization", "all"))),
     "deeprank": Method("deeprank", ranking=True, rank_options=(
-        ("pair_fn", "squared_hinge"), ("margin_base", 2.0), ("margin_scale", 0.0))),
+        ("pair_fn", "squared_hinge"), ("margin_base", 2.0), ("margin_scale", 0.0), ("lambda_sim", 0.0),
+        ("pair_normalization", "all"))),
     "spinerank": Method("spinerank", ranking=True),
 }
+
+#: PairwiseRankLoss options a ranking method's ``method_options`` may set, e.g.
+#: DeepRankSVM with the similarity term of the paper's text:
+#: ``{"lambda_sim": 0.25, "pair_normalization": "per_kind"}``.
+RANK_OPTION_NAMES = ("margin_base", "margin_scale", "lambda_dis", "lambda_sim", "severity_weight", "pair_fn",
+                     "sigma", "pair_normalization")
 
 
 def get(name: str, **options) -> Method:
@@ -171,11 +184,19 @@ def get(name: str, **options) -> Method:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHOD_NAMES)}")
     method = _METHODS[name]
     fields = {f.name for f in dataclasses.fields(method)} - {"name", "ranking", "rank_options"}
-    unknown = sorted(set(options) - fields)
+    allowed = fields | (set(RANK_OPTION_NAMES) if method.ranking else set())
+    unknown = sorted(set(options) - allowed)
     if unknown:
         raise ValueError(f"method {name!r} has no option(s) {', '.join(unknown)}"
-                         + (f"; its options: {', '.join(sorted(fields))}" if fields else ""))
-    return dataclasses.replace(method, **options)
+                         + (f"; its options: {', '.join(sorted(allowed))}" if allowed else ""))
+    rank = {k: v for k, v in options.items() if k in RANK_OPTION_NAMES and k not in fields}
+    if rank:
+        from spinerank_ext import loss as loss_lib
+
+        merged = {**dict(method.rank_options), **rank}
+        loss_lib.LossOptions(**merged)  # checks the values (ValueError naming the option)
+        method = dataclasses.replace(method, rank_options=tuple(merged.items()))
+    return dataclasses.replace(method, **{k: v for k, v in options.items() if k in fields})
 
 
 def for_config(config) -> Method:
