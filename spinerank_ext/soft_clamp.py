@@ -12,7 +12,9 @@ class _SoftClamp(torch.autograd.Function):
     def forward(h, scale, beta):
         a = F.softplus(beta * h)
         b = F.softplus(beta * (scale - h))
-        return scale * a / (a + b)
+        # The ratio first: a / (a + b) <= 1 exactly (b >= 0), so the score never
+        # rounds above S (scale * a / (a + b) did, by one ulp, in float32).
+        return scale * (a / (a + b))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
