@@ -5,7 +5,7 @@
                     [--epochs-phase1 N] [--epochs-phase2 N] [--batch-size N]
                     [--device cpu|cuda] [--amp] [--max-pairs N] [--seed S] [--resume]
                     [--method ce|corn|mae|ranknet|deeprank|spinerank] [--corn-class-weights]
-                    [--init-phase1 RUN/best_phase1.pt]
+                    [--init-phase1 RUN/best_phase1.pt] [--rank-head mlp|linear|kan|transformer]
     torchrun --nproc_per_node N -m spinerank train ...   (data parallel: distributed.py)
     spinerank calibrate --run RUN [--no-tta] [--method grid|isotonic|youden|gmm] [--objective ...] [--sequences T2]
     spinerank evaluate --run RUN [--no-tta] [--out DIR] [--sequences T2]
