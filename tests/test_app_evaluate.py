@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import spearmanr
-from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, matthews_corrcoef, roc_auc_score
+from sklearn.metrics import (balanced_accuracy_score, cohen_kappa_score, matthews_corrcoef, recall_score,
+                             roc_auc_score)
 
 from conftest import tiny_config, write_cohort
 from spinerank import cli, metrics
@@ -128,8 +129,81 @@ def test_evaluate_metrics_agree_with_scikit_learn_on_the_written_predictions(run
         gap = np.abs(score[:, None] - np.array(saved["thresholds"][name])[None]).min(1)
         assert ((gap <= std) == flags).mean() > 0.95  # the CSV rounds to 6 decimals
         hidden = np.array([float(latent[r["ivd_id"]][name]) for r in labelled])
-        assert m["latent_spearman"]["overall"] == pytest.approx(spearmanr(s, hidden).statistic, abs=1e-3)
-    assert set(result["aggregate"]) >= {"balanced_accuracy", "roc_auc", "qwk", "mae", "mcc", "latent_spearman"}
+        expected = spearmanr(s, hidden).statistic if len(s) >= 3 else np.nan  # nan below 3 discs
+        assert m["latent_spearman"]["overall"] == pytest.approx(expected, abs=1e-3, nan_ok=True) \
+            or (np.isnan(expected) and m["latent_spearman"]["overall"] is None)
+        # Normal (grade 0) vs abnormal: AUC of the score, sensitivity/specificity of the grades.
+        abnormal = y >= 1
+        auc = roc_auc_score(abnormal, s) if 0 < abnormal.sum() < len(y) else np.nan
+        assert m["normal_auc"] == pytest.approx(auc, abs=1e-4, nan_ok=True)
+        sens = recall_score(abnormal, p >= 1) if abnormal.any() else np.nan
+        spec = recall_score(~abnormal, p == 0) if (~abnormal).any() else np.nan
+        assert m["sensitivity"] == pytest.approx(sens, nan_ok=True)
+        assert m["specificity"] == pytest.approx(spec, nan_ok=True)
+        assert len(m["boundary_auc"]) == K - 1
+        for k, got in enumerate(m["boundary_auc"]):
+            positive = y > k
+            want = roc_auc_score(positive, s) if 0 < positive.sum() < len(y) else np.nan
+            assert got == pytest.approx(want, abs=1e-4, nan_ok=True), (name, k)
+    assert set(result["aggregate"]) >= {"balanced_accuracy", "roc_auc", "qwk", "mae", "mcc", "latent_spearman",
+                                        "normal_auc", "sensitivity", "specificity", "boundary_auc_mean"}
+    # Per disc on its T2 volume (as published): one row per disc of the test split, each a T2 volume.
+    assert {r["sequence"] for r in rows} == {"T2"} and len({r["ivd_id"] for r in rows}) == len(rows)
+    labels = list(csv.DictReader(open(cohort / "labels.csv")))
+    splits = {r["subject_id"]: r["split"] for r in csv.DictReader(open(cohort / "splits.csv"))}
+    assert len(rows) == len({r["ivd_id"] for r in labels if splits[r["subject_id"]] == "test"})
+    saved_metrics = json.loads((out / "metrics.json").read_text())
+    assert saved_metrics["unit"] == "discs (T2 volume)" and saved_metrics["sequences"] == ["T2"]
+    assert saved_metrics["skipped_discs"] == 0 and saved["sequences"] == ["T2"]
+    report = (out / "report.md").read_text()
+    assert f"{len(rows)} discs (T2 volume)" in report and "`n` counts discs (T2 volume)" in report
+    assert "Normal (grade 0) vs abnormal" in report
+
+
+def test_sequences_choose_the_volumes_and_the_thresholds_follow(run, cohort, tmp_path, capsys):
+    both = evaluate(run, tta=False, progress=False, sequences=("T2", "T1"), out=tmp_path / "both")
+    saved = json.loads((run / "thresholds.json").read_text())
+    assert saved["sequences"] == ["T1", "T2"] and both["unit"] == "volumes (T1, T2)"  # recalibrated on both
+    rows = read_predictions(tmp_path / "both" / "predictions.csv")
+    labels = list(csv.DictReader(open(cohort / "labels.csv")))
+    splits = {r["subject_id"]: r["split"] for r in csv.DictReader(open(cohort / "splits.csv"))}
+    assert len(rows) == both["volumes"] == sum(splits[r["subject_id"]] == "test" for r in labels)
+    assert {r["sequence"] for r in rows} == {"T1", "T2"}
+    assert "`n` counts volumes (T1, T2)" in (tmp_path / "both" / "report.md").read_text()
+    predictor = Predictor(run / "best.pt")
+    val = split_dataset(predictor, "val", ("T1", "T2"))
+    predictions, grades = predictor.predict_dataset(val, tta=False, progress=False)
+    for t, (name, K) in enumerate(zip(predictor.tasks.names, predictor.tasks.num_grades)):
+        keep = grades[:, t] >= 0
+        if keep.any():
+            expected = thresholds_lib.fit_thresholds(predictions.scores[keep, t], grades[keep, t], K)
+            np.testing.assert_allclose(saved["thresholds"][name], expected, rtol=0, atol=1e-12)
+    # The default again: each disc's T2 volume, thresholds refitted on T2 validation volumes.
+    again = evaluate(run, tta=False, progress=False, out=tmp_path / "t2")
+    assert json.loads((run / "thresholds.json").read_text())["sequences"] == ["T2"]
+    assert again["unit"] == "discs (T2 volume)" and again["volumes"] < both["volumes"]
+    assert cli.main(["evaluate", "--run", str(run), "--no-tta", "--sequences", "T3", "--quiet"]) == 2
+    assert "the val split has no T3 volume" in capsys.readouterr().err
+    assert cli.main(["calibrate", "--run", str(run), "--no-tta", "--sequences", "T1", "T2", "--quiet"]) == 0
+    assert "validation volumes (T1, T2)" in capsys.readouterr().out
+    calibrate(run, tta=False, progress=False)  # leave the default thresholds for the tests that follow
+
+
+def test_normal_vs_abnormal_and_boundaries_by_hand():
+    grades = np.array([0, 0, 0, 1, 2, 2])
+    scores = np.array([0.5, 2.0, 4.0, 3.0, 6.0, 9.0])
+    predicted = np.array([0, 1, 0, 0, 2, 2])
+    m = metrics.normal_vs_abnormal(grades, predicted, scores)
+    # Abnormal scores 3, 6, 9 against normal 0.5, 2, 4: 8 of 9 pairs ordered (3 < 4).
+    assert m["normal_auc"] == pytest.approx(8 / 9)
+    assert m["sensitivity"] == pytest.approx(2 / 3)  # grade 1 graded 0
+    assert m["specificity"] == pytest.approx(2 / 3)  # one normal graded 1
+    # grade > 1: scores 6, 9 above all four others.
+    assert metrics.boundary_aucs(grades, scores, 3) == pytest.approx([8 / 9, 1.0])
+    assert np.isnan(metrics.boundary_aucs(grades, scores, 4)[2])  # no grade 3: undefined
+    only_normal = metrics.normal_vs_abnormal([0, 0], [0, 1], [1.0, 2.0])
+    assert np.isnan(only_normal["normal_auc"]) and np.isnan(only_normal["sensitivity"])
+    assert only_normal["specificity"] == 0.5
 
 
 def test_task_metrics_against_scikit_learn_and_by_hand():
@@ -196,6 +270,9 @@ def test_compare_reuses_phase1_and_tabulates_every_metric(cohort, tmp_path, caps
     saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert saved["methods"].keys() == summary["methods"].keys()
     assert "| spinerank |" in (tmp_path / "cmp" / "comparison.md").read_text()
+    assert summary["unit"] == "discs (T2 volume)" and summary["sequences"] == ["T2"]
+    assert f"Test split: {summary['volumes']} discs (T2 volume) (`n` counts discs (T2 volume))" \
+        in (tmp_path / "cmp" / "comparison.md").read_text()
     ce = torch.load(tmp_path / "cmp" / "ce" / "best_phase1.pt", weights_only=False)["model"]
     sr = torch.load(tmp_path / "cmp" / "spinerank" / "best_phase1.pt", weights_only=False)["model"]
     assert all(torch.equal(ce[k], sr[k]) for k in ce)  # phase 2 started from the CE run's phase 1

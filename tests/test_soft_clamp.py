@@ -28,6 +28,14 @@ def test_bounded_and_finite_up_to_1e4(dtype):
     assert s[-4].item() == 0.0 and s[-3].item() == 10.0  # saturates exactly far out
 
 
+@pytest.mark.parametrize("scale", [3.0, 7.0, 10.0])
+def test_never_above_the_scale_in_float32(scale):
+    # A dense grid where scale * a / (a + b) rounded one ulp above S in float32.
+    h = torch.cat([torch.linspace(0, 30, 300001), torch.linspace(-2e4, 2e4, 400001)])
+    s = soft_clamp(h, scale=scale)
+    assert s.max().item() <= scale and s.min().item() >= 0.0
+
+
 def test_monotone_and_near_identity_inside():
     h = torch.linspace(-2, 12, 1401, dtype=torch.float64)
     s = soft_clamp(h)

@@ -1,8 +1,14 @@
 """Thresholds of a trained ranking model, fitted on its validation scores (SPEC §8).
 
 The validation scores are computed the way the test scores will be (with TTA or
-without), so the thresholds match what they are applied to. The result is
-``RUN/thresholds.json``; ``spinerank evaluate`` and ``spinerank predict`` read it.
+without, on the same sequences), so the thresholds match what they are applied
+to. The result is ``RUN/thresholds.json``; ``spinerank evaluate`` and
+``spinerank predict`` read it.
+
+Which volumes are scored (``sequences``, SPEC §9): by default each disc once, on
+its T2 volume, as the published code evaluates; a disc without a T2 volume is
+skipped and counted. Other sequences on request (``("T1", "T2")``: every volume,
+then a row is a volume and a disc with both counts twice).
 """
 from __future__ import annotations
 
@@ -22,6 +28,49 @@ from .metrics import fixed_thresholds
 
 THRESHOLDS_FILE = "thresholds.json"
 
+#: The sequences scored by default: one row per disc, its T2 volume (as published).
+DEFAULT_SEQUENCES = ("T2",)
+
+
+def normalize_sequences(sequences) -> tuple[str, ...]:
+    """The sorted, distinct sequence names of ``sequences`` (a name or names; None: the default)."""
+    if sequences is None:
+        return DEFAULT_SEQUENCES
+    if isinstance(sequences, str):
+        sequences = [sequences]
+    names = tuple(sorted({str(s).strip() for s in sequences}))
+    if not names or "" in names:
+        raise ValueError(f"sequences: give one or more sequence names (e.g. T2, or T1 T2), got {sequences!r}")
+    return names
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """The volumes of a split that are scored: those of ``sequences``."""
+
+    sequences: tuple[str, ...]
+    rows: int  # volumes scored
+    discs: int  # discs of the split
+    skipped: int  # discs of the split without a volume of the sequences
+
+    @property
+    def unit(self) -> str:
+        """What a row, and so ``n``, counts: "discs (T2 volume)" or "volumes (T1, T2)"."""
+        if len(self.sequences) == 1:
+            return f"discs ({self.sequences[0]} volume)"
+        return f"volumes ({', '.join(self.sequences)})"
+
+    def describe(self) -> str:
+        text = f"{self.rows} {self.unit}"
+        if self.skipped:
+            text += (f"; {self.skipped} of {self.discs} discs skipped (no "
+                     f"{' or '.join(self.sequences)} volume)")
+        return text
+
+    def to_dict(self) -> dict:
+        return {"sequences": list(self.sequences), "unit": self.unit, "rows": self.rows, "discs": self.discs,
+                "skipped_discs": self.skipped}
+
 
 def run_predictor(run: pathlib.Path, device: str, data: str | None = None) -> Predictor:
     """The run's best model, pointed at its dataset: ``data`` (a dataset that
@@ -32,25 +81,38 @@ def run_predictor(run: pathlib.Path, device: str, data: str | None = None) -> Pr
     return predictor
 
 
-def split_dataset(predictor: Predictor, split: str, progress: bool = False) -> DiscDataset:
-    """One split of the run's dataset, one item per volume. The dataset is checked
-    against the one the run was trained on (RUN/dataset.json), and the split's
-    volumes are all checked first (``data.preflight``), so a bad one stops the
-    command before any scoring."""
+def split_dataset(predictor: Predictor, split: str, sequences=DEFAULT_SEQUENCES,
+                  progress: bool = False) -> DiscDataset:
+    """The volumes of ``sequences`` in one split of the run's dataset, one item per
+    volume (``dataset.selection`` says what was kept and skipped). The dataset is
+    checked against the one the run was trained on (RUN/dataset.json), and the
+    kept volumes are all checked first (``data.preflight``), so a bad one stops
+    the command before any scoring."""
     c = predictor.config
+    sequences = normalize_sequences(sequences)
     rows = read_labels(c.data, predictor.tasks)
     splits = load_or_make_splits(c.data, rows, c.split_seed)
     provenance.check(predictor.checkpoint.parent, provenance.fingerprint(c.data, rows, splits))
-    chosen = split_rows(rows, splits)[split]
-    preflight(c.data, chosen, progress=progress, desc=f"checking {split} volumes")
-    return DiscDataset(c.data, chosen, predictor.tasks, c.volume_shape, mode="eval")
+    in_split = split_rows(rows, splits)[split]
+    present = sorted({r.sequence for r in in_split})
+    absent = [s for s in sequences if s not in present]
+    if absent:
+        raise ValueError(f"the {split} split has no {' or '.join(absent)} volume (its sequences: "
+                         f"{', '.join(present)}); choose --sequences among those")
+    kept = [r for r in in_split if r.sequence in sequences]
+    discs = {r.ivd_id for r in in_split}
+    preflight(c.data, kept, progress=progress, desc=f"checking {split} volumes")
+    dataset = DiscDataset(c.data, kept, predictor.tasks, c.volume_shape, mode="eval")
+    dataset.selection = Selection(sequences, len(kept), len(discs), len(discs - {r.ivd_id for r in kept}))
+    return dataset
 
 
 def calibrate(run: str | pathlib.Path, tta: bool = True, method: str = "grid", objective: str = "composite",
               device: str = "cpu", progress: bool = True, predictor: Predictor | None = None,
-              data: str | None = None) -> dict:
+              data: str | None = None, sequences=DEFAULT_SEQUENCES) -> dict:
     """Fits and writes RUN/thresholds.json; returns its content. ``data``: the
-    run's dataset where it is now, if it moved."""
+    run's dataset where it is now, if it moved; ``sequences``: the volumes scored
+    (default: each disc's T2 volume)."""
     run = pathlib.Path(run)
     started = time.perf_counter()
     predictor = predictor or run_predictor(run, device, data)
@@ -61,7 +123,7 @@ def calibrate(run: str | pathlib.Path, tta: bool = True, method: str = "grid", o
         raise ValueError(f"threshold method must be one of {thresholds_lib.METHODS}, got {method!r}")
     if objective not in thresholds_lib.OBJECTIVES:
         raise ValueError(f"objective must be one of {thresholds_lib.OBJECTIVES}, got {objective!r}")
-    val = split_dataset(predictor, "val", progress=progress)
+    val = split_dataset(predictor, "val", sequences, progress=progress)
     predictions, grades = predictor.predict_dataset(val, tta, progress=progress, desc="validation scores")
     tasks, fits = {}, {}
     for t, (name, K) in enumerate(zip(predictor.tasks.names, predictor.tasks.num_grades)):
@@ -75,8 +137,10 @@ def calibrate(run: str | pathlib.Path, tta: bool = True, method: str = "grid", o
         tasks[name] = [float(v) for v in fitted]
         value = thresholds_lib.objective_value(predictions.scores[keep, t], grades[keep, t], K, fitted, objective)
         fits[name] = {"n": int(keep.sum()), "fitted": True, "objective": value}
-    result = {"method": method, "objective": objective, "tta": bool(tta), "checkpoint": predictor.checkpoint.name,
-              "thresholds": tasks, "validation": fits, "seconds": round(time.perf_counter() - started, 2)}
+    selection = val.selection
+    result = {"method": method, "objective": objective, "tta": bool(tta), "sequences": list(selection.sequences),
+              "checkpoint": predictor.checkpoint.name, "thresholds": tasks, "validation": fits,
+              "validation_rows": selection.to_dict(), "seconds": round(time.perf_counter() - started, 2)}
     atomic_write_text(run / THRESHOLDS_FILE, json.dumps(result, indent=2) + "\n")
     return result
 

@@ -1,15 +1,17 @@
 """The ``spinerank`` command (also ``python -m spinerank``).
 
     spinerank synth --out DIR [--subjects N] [--seed S] [--shape H W D] [--overwrite]
-    spinerank train --data DIR --out RUN [--preset tiny|paper] [--config FILE]
+    spinerank train --data DIR --out RUN [--preset paper|official|tiny] [--config FILE]
                     [--epochs-phase1 N] [--epochs-phase2 N] [--batch-size N]
                     [--device cpu|cuda] [--amp] [--max-pairs N] [--seed S] [--resume]
                     [--method ce|corn|mae|ranknet|deeprank|spinerank] [--corn-class-weights]
-                    [--init-phase1 RUN/best_phase1.pt]
+                    [--init-phase1 RUN/best_phase1.pt] [--rank-head mlp|linear|kan|transformer]
     torchrun --nproc_per_node N -m spinerank train ...   (data parallel: distributed.py)
-    spinerank calibrate --run RUN [--no-tta] [--method grid|isotonic|youden|gmm] [--objective ...]
-    spinerank evaluate --run RUN [--no-tta] [--out DIR]
-    spinerank compare --data DIR --out DIR [--methods M ...] [--preset tiny|paper] [--no-tta]
+    spinerank calibrate --run RUN [--no-tta] [--method grid|isotonic|youden|gmm] [--objective ...] [--sequences T2]
+    spinerank evaluate --run RUN [--no-tta] [--out DIR] [--sequences T2]
+    spinerank compare --data DIR --out DIR [--methods M ...] [--preset paper|official|tiny] [--no-tta] [--sequences T2]
+    spinerank ablate --what thresholds --run RUN [--out DIR] [--no-tta] [--sequences T2]
+    spinerank ablate --what heads --data DIR --out DIR [--heads mlp linear kan transformer] [--preset ...]
     spinerank predict --checkpoint RUN/best.pt [--tta] --out preds.csv FILES_OR_DIRS...
     spinerank demo --out DIR [--all-methods] [--subjects N]
 """
@@ -20,6 +22,7 @@ import pathlib
 import signal
 import sys
 
+from .config import RANK_HEADS
 from .methods import METHOD_NAMES
 from .thresholds import METHODS as THRESHOLD_METHODS
 from .thresholds import OBJECTIVES
@@ -37,7 +40,7 @@ def _synth(args) -> None:
 
 #: train flags that a resumed run cannot change: it continues as its config.json says.
 RESUME_FIXED = ("epochs_phase1", "epochs_phase2", "batch_size", "amp", "max_pairs", "seed", "method",
-                "corn_class_weights", "init_phase1")
+                "corn_class_weights", "init_phase1", "rank_head")
 
 
 def _resumed_config(args):
@@ -90,7 +93,8 @@ def _train(args) -> None:
             args.preset, args.config, data=args.data, out=args.out, epochs_phase1=args.epochs_phase1,
             epochs_phase2=args.epochs_phase2, batch_size=args.batch_size, device=args.device,
             amp=args.amp or None, max_pairs=args.max_pairs, seed=args.seed, progress=not args.quiet,
-            method=args.method, corn_class_weights=args.corn_class_weights or None, init_phase1=args.init_phase1)
+            method=args.method, corn_class_weights=args.corn_class_weights or None, init_phase1=args.init_phase1,
+            rank_head=args.rank_head)
     if not config.data:
         raise ValueError("--data DIR is required")
     # Under torchrun this process is one rank of a data-parallel run (see distributed.py).
@@ -107,21 +111,25 @@ def _calibrate(args) -> None:
     from .calibrate import calibrate
 
     result = calibrate(args.run, tta=args.tta, method=args.method, objective=args.objective, device=args.device,
-                       progress=not args.quiet, data=args.data)
+                       progress=not args.quiet, data=args.data, sequences=args.sequences)
+    rows = result["validation_rows"]
     print(f"wrote {args.run}/thresholds.json ({args.method}, {args.objective}, "
-          f"{'with' if args.tta else 'without'} TTA) in {result['seconds']:.1f} s")
+          f"{'with' if args.tta else 'without'} TTA, fitted on {rows['rows']} validation {rows['unit']}) "
+          f"in {result['seconds']:.1f} s")
 
 
 def _evaluate(args) -> None:
     from .evaluate import evaluate
 
     result = evaluate(args.run, tta=args.tta, out=args.out, device=args.device, progress=not args.quiet,
-                      data=args.data)
+                      data=args.data, sequences=args.sequences)
     agg = result["aggregate"]
     shown = ", ".join(f"{k} {agg[k]['mean']:.3f}" for k in ("balanced_accuracy", "qwk", "mae", "roc_auc")
                       if agg[k]["mean"] == agg[k]["mean"])
     where = args.out or f"{args.run}/{'eval' if args.tta else 'eval-no-tta'}"
-    print(f"{result['method']}: mean over tasks {shown}; report in {where}/report.md")
+    skipped = f", {result['skipped_discs']} discs skipped" if result["skipped_discs"] else ""
+    print(f"{result['method']} on {result['volumes']} test {result['unit']}{skipped}: mean over tasks {shown}; "
+          f"report in {where}/report.md")
 
 
 def _compare(args) -> None:
@@ -129,10 +137,38 @@ def _compare(args) -> None:
 
     summary = compare(args.data, args.out, methods=args.methods, preset=args.preset, config_file=args.config,
                       tta=args.tta, device=args.device, progress=not args.quiet, seed=args.seed,
-                      epochs_phase1=args.epochs_phase1, epochs_phase2=args.epochs_phase2)
+                      epochs_phase1=args.epochs_phase1, epochs_phase2=args.epochs_phase2, sequences=args.sequences)
     print((pathlib.Path(args.out) / "comparison.md").read_text())
     print(f"compared {len(summary['methods'])} methods in {summary['seconds']:.0f} s; "
           f"reports in {args.out}/<method>/eval/report.md")
+
+
+def _ablate(args) -> None:
+    from .ablate import ablate
+
+    if args.what == "thresholds":
+        given = [flag for flag, value in (("--preset", args.preset), ("--config", args.config),
+                                          ("--epochs-phase1", args.epochs_phase1),
+                                          ("--epochs-phase2", args.epochs_phase2), ("--seed", args.seed),
+                                          ("--heads", args.heads)) if value is not None]
+        if given:
+            raise ValueError(f"--what thresholds works on the trained --run; {', '.join(given)} "
+                             "apply to --what heads (training)")
+        result = ablate("thresholds", run=args.run, out=args.out, data=args.data, tta=args.tta,
+                        sequences=args.sequences, device=args.device, progress=not args.quiet)
+        where = pathlib.Path(args.out) if args.out else \
+            pathlib.Path(args.run) / ("ablation-thresholds" if args.tta else "ablation-thresholds-no-tta")
+    else:
+        if args.run is not None:
+            raise ValueError("--what heads trains its own runs from --data into --out; --run is for --what thresholds")
+        result = ablate("heads", data=args.data, out=args.out, heads=args.heads or RANK_HEADS, preset=args.preset,
+                        config_file=args.config, tta=args.tta, sequences=args.sequences, device=args.device,
+                        progress=not args.quiet, seed=args.seed, epochs_phase1=args.epochs_phase1,
+                        epochs_phase2=args.epochs_phase2)
+        where = pathlib.Path(args.out)
+    print((where / "ablation.md").read_text())
+    print(f"ablation of {len(result['variants'])} {args.what} variants in {result['seconds']:.0f} s: "
+          f"{where}/ablation.md, {where}/ablation.json")
 
 
 def _predict(args) -> int:
@@ -156,6 +192,11 @@ def _demo(args) -> None:
          progress=not args.quiet)
 
 
+PRESET_NAMES = ["paper", "official", "tiny"]
+PRESET_HELP = ("paper: the paper's model and protocol as its text gives them (default); official: the same trained "
+               "as the published code trains it; tiny: a small CPU version")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spinerank", description="SpineRankNet: continuous spine-degeneration "
                                 "severity scores from lumbar MRI.")
@@ -177,8 +218,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="dataset folder (labels.csv, volumes/); with --resume: where the run's "
                    "dataset is now, if it moved (checked against the run's dataset.json)")
     t.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, config.json)")
-    t.add_argument("--preset", choices=["paper", "tiny"], default=None,
-                   help="paper: the published model and protocol (default); tiny: a small CPU version")
+    t.add_argument("--preset", choices=PRESET_NAMES, default=None, help=PRESET_HELP)
     t.add_argument("--config", help="YAML or JSON file of TrainConfig settings")
     t.add_argument("--epochs-phase1", type=int)
     t.add_argument("--epochs-phase2", type=int)
@@ -193,6 +233,8 @@ def parser() -> argparse.ArgumentParser:
                    help="corn: weight each disc's loss terms by the inverse frequency of its grade")
     t.add_argument("--init-phase1", metavar="CHECKPOINT",
                    help="skip phase 1: train phase 2 from this phase-1 model (e.g. RUN/best_phase1.pt of a ce run)")
+    t.add_argument("--rank-head", choices=list(RANK_HEADS),
+                   help="ranking head variant: mlp (the paper's, default), linear, kan or transformer")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt, as configured "
                    "(--data, --device and --quiet may change; other settings given must equal the saved ones)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -201,6 +243,11 @@ def parser() -> argparse.ArgumentParser:
     def tta_flag(command, default):
         command.add_argument("--tta", action=argparse.BooleanOptionalAction, default=default,
                              help=f"score every volume on the test-time views and average them (default: {default})")
+
+    def sequences_flag(command):
+        command.add_argument("--sequences", nargs="+", metavar="SEQ", default=None,
+                             help="score the volumes of these sequences (default: T2, one row per disc, as "
+                             "published; T1 T2: every volume, one row per volume)")
 
     def data_flag(command):
         command.add_argument("--data", help="the run's dataset folder, if it moved since training "
@@ -212,6 +259,7 @@ def parser() -> argparse.ArgumentParser:
     tta_flag(c, True)
     c.add_argument("--method", choices=list(THRESHOLD_METHODS), default="grid")
     c.add_argument("--objective", choices=list(OBJECTIVES), default="composite")
+    sequences_flag(c)
     c.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(handler=_calibrate)
@@ -221,6 +269,7 @@ def parser() -> argparse.ArgumentParser:
     data_flag(e)
     tta_flag(e, True)
     e.add_argument("--out", help="report folder (default RUN/eval, or RUN/eval-no-tta)")
+    sequences_flag(e)
     e.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(handler=_evaluate)
@@ -229,15 +278,37 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--data", required=True)
     m.add_argument("--out", required=True)
     m.add_argument("--methods", nargs="+", choices=list(METHOD_NAMES), default=["ce", "spinerank"])
-    m.add_argument("--preset", choices=["paper", "tiny"], default=None)
+    m.add_argument("--preset", choices=PRESET_NAMES, default=None, help=PRESET_HELP)
     m.add_argument("--config", help="YAML or JSON file of TrainConfig settings for every method")
     m.add_argument("--epochs-phase1", type=int)
     m.add_argument("--epochs-phase2", type=int)
     m.add_argument("--seed", type=int)
     tta_flag(m, True)
+    sequences_flag(m)
     m.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     m.add_argument("--quiet", action="store_true")
     m.set_defaults(handler=_compare)
+
+    a = sub.add_parser("ablate", help="the paper's ablations: threshold methods on a run, or ranking heads")
+    a.add_argument("--what", required=True, choices=["thresholds", "heads"],
+                   help="thresholds: every threshold method on the trained --run (post hoc); heads: phase 2 of "
+                   "each ranking head from one shared phase-1 model, trained from --data into --out")
+    a.add_argument("--run", help="--what thresholds: the trained ranking run")
+    a.add_argument("--data", help="--what heads: the dataset folder; --what thresholds: the run's dataset, "
+                   "if it moved")
+    a.add_argument("--out", help="where ablation.md and ablation.json go (--what heads: also the runs); "
+                   "--what thresholds default: RUN/ablation-thresholds")
+    a.add_argument("--heads", nargs="+", choices=list(RANK_HEADS), help="--what heads: the variants (default: all)")
+    a.add_argument("--preset", choices=PRESET_NAMES, default=None, help=PRESET_HELP)
+    a.add_argument("--config", help="YAML or JSON file of TrainConfig settings for every run")
+    a.add_argument("--epochs-phase1", type=int)
+    a.add_argument("--epochs-phase2", type=int)
+    a.add_argument("--seed", type=int)
+    tta_flag(a, True)
+    sequences_flag(a)
+    a.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    a.add_argument("--quiet", action="store_true")
+    a.set_defaults(handler=_ablate)
 
     r = sub.add_parser("predict", help="scores and grades of new volumes (.nii, .nii.gz, .npy)",
                        description="Scores and grades of new volumes. Missing or unreadable inputs, and volumes "

@@ -45,10 +45,13 @@ def _train(run: pathlib.Path, config: config_lib.TrainConfig, progress: bool) ->
 
 def compare(data: str, out: str, methods=("ce", "spinerank"), preset: str | None = None,
             config_file: str | None = None, tta: bool = True, device: str = "cpu", progress: bool = True,
-            **overrides) -> dict:
-    """Trains, calibrates and evaluates each method; returns comparison.json's content."""
+            sequences=None, **overrides) -> dict:
+    """Trains, calibrates and evaluates each method; returns comparison.json's content.
+    ``sequences``: the test volumes scored (default: each disc's T2 volume)."""
+    from .calibrate import normalize_sequences
     from .evaluate import evaluate
 
+    sequences = normalize_sequences(sequences)
     started = time.perf_counter()
     methods = list(dict.fromkeys(methods))
     for name in methods:
@@ -68,13 +71,14 @@ def compare(data: str, out: str, methods=("ce", "spinerank"), preset: str | None
     for name in methods:
         if progress:
             print(f"== evaluating {name}", flush=True)
-        results[name] = evaluate(out / name, tta=tta, device=device, progress=progress)
+        results[name] = evaluate(out / name, tta=tta, device=device, progress=progress, sequences=sequences)
     table = {name: {key: {"mean": r["aggregate"][key]["mean"], "std": r["aggregate"][key]["std"]}
                     for key, _, _ in COLUMNS if key in r["aggregate"]}
              for name, r in results.items()}
-    summary = {"data": str(data), "tta": tta, "methods": table,
-               "volumes": next(iter(results.values()))["volumes"] if results else 0,
-               "seconds": round(time.perf_counter() - started, 1)}
+    first = next(iter(results.values()), {})
+    summary = {"data": str(data), "tta": tta, "methods": table, "sequences": list(sequences),
+               "unit": first.get("unit", ""), "volumes": first.get("volumes", 0),
+               "skipped_discs": first.get("skipped_discs", 0), "seconds": round(time.perf_counter() - started, 1)}
     atomic_write_text(out / "comparison.json", json.dumps(json_safe(summary), indent=2) + "\n")
     atomic_write_text(out / "comparison.md", comparison_markdown(summary))
     return summary
@@ -102,6 +106,17 @@ def comparison_markdown(summary: dict) -> str:
     for name, m in methods.items():
         lines.append(f"| {name} | " + " | ".join(cell(m, key) for key, _, _ in columns) + " |")
     tta = "with TTA" if summary["tta"] else "without TTA"
-    return (f"# Comparison on {summary['data']}\n\nTest split ({summary['volumes']} volumes), {tta}; "
+    return (f"# Comparison on {summary['data']}\n\n{scope_line(summary)}, {tta}; "
             "mean ± std over tasks. Ranking methods are graded with thresholds calibrated on the "
-            "validation split; classifiers by their own rule.\n\n" + "\n".join(lines) + "\n")
+            "validation split (same sequences and TTA); classifiers by their own rule.\n\n"
+            + "\n".join(lines) + "\n")
+
+
+def scope_line(summary: dict) -> str:
+    """"Test split: 40 discs (T2 volume), n counts discs (T2 volume)" and the discs skipped, if any."""
+    unit = summary.get("unit") or "volumes"
+    text = f"Test split: {summary.get('volumes', 0)} {unit} (`n` counts {unit})"
+    if summary.get("skipped_discs"):
+        text += (f"; {summary['skipped_discs']} discs without a {' or '.join(summary.get('sequences', []))} "
+                 "volume skipped")
+    return text

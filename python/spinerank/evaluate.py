@@ -1,9 +1,13 @@
 """A trained model on the test split (SPEC §9): metrics, predictions and a report.
 
+Each test disc is scored once, on its T2 volume, by default (as the published
+code evaluates; discs without one are skipped and counted); ``sequences`` selects
+others, then rows are volumes. Every output says what ``n`` counts.
+
 Grades come from the calibrated thresholds for the ranking methods (calibrated
-first, with the same TTA setting, when ``RUN/thresholds.json`` is missing or was
-fitted the other way) and from the classifier's own rule otherwise. On a
-synthetic cohort (``latent.csv`` beside ``labels.csv``) the scores are also
+first, with the same TTA setting and sequences, when ``RUN/thresholds.json`` is
+missing or was fitted otherwise) and from the classifier's own rule otherwise.
+On a synthetic cohort (``latent.csv`` beside ``labels.csv``) the scores are also
 compared with the hidden severities.
 
 Writes into ``--out`` (default ``RUN/eval`` or ``RUN/eval-no-tta``):
@@ -50,25 +54,28 @@ def borderline(scores: np.ndarray, std: np.ndarray, thresholds: list[np.ndarray]
 
 
 def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path | None = None,
-             device: str = "cpu", progress: bool = True, report: bool = True, data: str | None = None) -> dict:
+             device: str = "cpu", progress: bool = True, report: bool = True, data: str | None = None,
+             sequences=calibrate_lib.DEFAULT_SEQUENCES) -> dict:
     """Evaluates RUN/best.pt on the test split; returns the content of metrics.json.
-    ``data``: the run's dataset where it is now, if it moved."""
+    ``data``: the run's dataset where it is now, if it moved; ``sequences``: the
+    volumes scored (default: each disc's T2 volume)."""
     run = pathlib.Path(run)
     started = time.perf_counter()
+    sequences = calibrate_lib.normalize_sequences(sequences)
     predictor = calibrate_lib.run_predictor(run, device, data)
     tasks = predictor.tasks
     out = pathlib.Path(out) if out else run / ("eval" if tta else "eval-no-tta")
     # The test volumes are checked before anything is written or scored (calibration included).
-    test = calibrate_lib.split_dataset(predictor, "test", progress=progress)
+    test = calibrate_lib.split_dataset(predictor, "test", sequences, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
 
     if predictor.method.ranking:
         saved = calibrate_lib.load_thresholds(run, tasks.names)
-        if saved is None or saved["tta"] != tta:
+        if saved is None or saved["tta"] != tta or saved.get("sequences") != list(sequences):
             if progress:
-                print(f"calibrating thresholds on the validation split ({'with' if tta else 'without'} TTA)",
-                      flush=True)
-            calibrate_lib.calibrate(run, tta=tta, predictor=predictor, progress=progress)
+                print(f"calibrating thresholds on the validation split ({'with' if tta else 'without'} TTA, "
+                      f"{' and '.join(sequences)} volumes)", flush=True)
+            calibrate_lib.calibrate(run, tta=tta, predictor=predictor, progress=progress, sequences=sequences)
             saved = calibrate_lib.load_thresholds(run, tasks.names)
         thresholds = saved["arrays"]
     else:  # the grade boundaries of the expected-grade score, for the borderline flag and the plots
@@ -100,7 +107,9 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
                                                      "tasks": len(per_task)}
     result = {"method": predictor.method.name, "run": str(run), "tta": bool(tta),
               "views": int(predictor.view_flipped.numel()) if tta else 1, "split": "test",
-              "volumes": int(len(rows)), "aggregate": aggregate, "tasks": per_task,
+              "sequences": list(sequences), "unit": test.selection.unit, "volumes": int(len(rows)),
+              "skipped_discs": test.selection.skipped, "rows": test.selection.to_dict(),
+              "aggregate": aggregate, "tasks": per_task,
               "thresholds": {n: [float(v) for v in tau] for n, tau in zip(tasks.names, thresholds)},
               "grading": "calibrated thresholds" if predictor.method.ranking else "classifier"}
     flags = borderline(predictions.scores, predictions.std, thresholds)
@@ -116,7 +125,7 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
 
 
 def predictions_csv(rows, task_names, grades, predictions: Predictions, predicted, flags) -> str:
-    """One line per volume: its ids, then per task the true grade (empty if
+    """One line per scored volume: its ids, then per task the true grade (empty if
     missing), score, predicted grade, TTA std and borderline flag."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

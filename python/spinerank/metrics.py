@@ -90,8 +90,38 @@ def roc_auc_ovr(grades, probs) -> float:
     return float(np.mean([roc_auc_score(grades == c, probs[:, c]) for c in present]))
 
 
-def task_metrics(grades, predicted, scores, probs, num_grades: int) -> dict[str, float]:
-    """SPEC §9 metrics of one task on its labelled samples (scikit-learn, scipy)."""
+def binary_auc(positive, scores) -> float:
+    """ROC-AUC of ``scores`` for the boolean labels ``positive`` (scikit-learn); nan with one class."""
+    from sklearn.metrics import roc_auc_score
+
+    positive = np.asarray(positive, dtype=bool)
+    if positive.all() or not positive.any():
+        return float("nan")
+    return float(roc_auc_score(positive, scores))
+
+
+def normal_vs_abnormal(grades, predicted, scores) -> dict[str, float]:
+    """Grade 0 (normal) against grades >= 1 (abnormal), as the published code
+    reports it: the ROC-AUC of the score, and the sensitivity (abnormal discs
+    graded >= 1) and specificity (normal discs graded 0) of the predicted grades,
+    i.e. at the calibrated threshold between grades 0 and 1. nan where a side is empty."""
+    grades, predicted = np.asarray(grades), np.asarray(predicted)
+    abnormal = grades >= 1
+    return {"normal_auc": binary_auc(abnormal, scores),
+            "sensitivity": float((predicted[abnormal] >= 1).mean()) if abnormal.any() else float("nan"),
+            "specificity": float((predicted[~abnormal] == 0).mean()) if (~abnormal).any() else float("nan")}
+
+
+def boundary_aucs(grades, scores, num_grades: int) -> list[float]:
+    """ROC-AUC of the score for "grade > k", k = 0..K-2 (nan where one side is empty)."""
+    grades = np.asarray(grades)
+    return [binary_auc(grades > k, scores) for k in range(num_grades - 1)]
+
+
+def task_metrics(grades, predicted, scores, probs, num_grades: int) -> dict:
+    """SPEC §9 metrics of one task on its labelled samples (scikit-learn, scipy),
+    with normal-vs-abnormal and per-boundary ROC-AUCs (``boundary_auc``: a list
+    over k of "grade > k"; ``boundary_auc_mean``: their mean where defined)."""
     import warnings
 
     from scipy.stats import kendalltau, spearmanr
@@ -99,7 +129,8 @@ def task_metrics(grades, predicted, scores, probs, num_grades: int) -> dict[str,
 
     grades, predicted = np.asarray(grades, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
     if grades.size == 0:
-        return {name: float("nan") for name in METRIC_NAMES} | {"n": 0}
+        return {name: float("nan") for name in METRIC_NAMES} | {"boundary_auc": [float("nan")] * (num_grades - 1),
+                                                                 "n": 0}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # classes missing from a prediction, constant inputs: nan is the answer
         result = {
@@ -111,8 +142,12 @@ def task_metrics(grades, predicted, scores, probs, num_grades: int) -> dict[str,
             "spearman": spearmanr(scores, grades).statistic,
             "kendall": kendalltau(scores, grades).statistic,
             "c_index": concordance_index(scores, grades),
+            **normal_vs_abnormal(grades, predicted, scores),
         }
-    return {k: float(v) for k, v in result.items()} | {"n": int(grades.size)}
+        boundary = boundary_aucs(grades, scores, num_grades)
+        defined = [v for v in boundary if np.isfinite(v)]
+        result["boundary_auc_mean"] = float(np.mean(defined)) if defined else float("nan")
+    return {k: float(v) for k, v in result.items()} | {"boundary_auc": boundary, "n": int(grades.size)}
 
 
 def latent_spearman(scores, latent, grades) -> dict[str, float]:
@@ -133,7 +168,8 @@ def latent_spearman(scores, latent, grades) -> dict[str, float]:
     return out
 
 
-METRIC_NAMES = ("balanced_accuracy", "roc_auc", "qwk", "mae", "mcc", "spearman", "kendall", "c_index")
+METRIC_NAMES = ("balanced_accuracy", "roc_auc", "qwk", "mae", "mcc", "spearman", "kendall", "c_index",
+                "normal_auc", "sensitivity", "specificity", "boundary_auc_mean")
 
 
 def aggregate(per_task: dict[str, dict[str, float]], names=METRIC_NAMES) -> dict[str, dict[str, float]]:

@@ -1,7 +1,7 @@
 """The evaluation report: ``report.md`` and its PNG plots (SPEC §9).
 
 - ``scores_by_grade.png``: every test score per task, by true grade, with the thresholds;
-- ``severity_strip.png``: per task, volumes ordered by score (the paper's Fig. 2
+- ``severity_strip.png``: per task, the scored volumes ordered by score (the paper's Fig. 2
   idea): the mid-sagittal slice, or the lateral slice of a left/right task;
 - ``confusion.png``: the confusion matrix of each task;
 - ``training_curves.png``: loss and selection metric per epoch, from metrics.jsonl.
@@ -107,7 +107,7 @@ def plot_severity_strip(path, dataset, scores, grades, tasks):
             ax.imshow(_slice_for(tasks.names[t], cache[i]), cmap="gray")
             ax.set_title(f"{scores[i, t]:.1f} (g{grades[i, t]})", fontsize=7)
         axes[t][0].set_ylabel(tasks.names[t], fontsize=6, rotation=0, ha="right", va="center")
-    fig.suptitle("test volumes ordered by score (true grade in brackets)", fontsize=9)
+    fig.suptitle("test rows ordered by score (true grade in brackets)", fontsize=9)
     fig.tight_layout()
     _save(fig, path, dpi=80)
 
@@ -173,23 +173,50 @@ def write_report(out, result: dict, *, run, dataset, predictions, grades, predic
     atomic_write_text(out / "report.md", report_markdown(result, bool(history)))
 
 
+_BINARY = (("normal_auc", "ROC-AUC"), ("sensitivity", "sensitivity"), ("specificity", "specificity"),
+           ("boundary_auc_mean", "mean per-boundary ROC-AUC"))
+
+
+def _cell(agg, key) -> str:
+    return f"{_fmt(agg[key]['mean'])} ± {_fmt(agg[key]['std'])}"
+
+
 def report_markdown(result: dict, curves: bool) -> str:
     agg = result["aggregate"]
+    unit = result.get("unit", "volumes")
+    skipped = result.get("skipped_discs", 0)
+    scope = f"{result['volumes']} {unit}"
+    if skipped:
+        scope += f" ({skipped} discs without a {' or '.join(result.get('sequences', []))} volume skipped)"
     lines = [f"# Evaluation: {result['method']} ({result['run']})", "",
-             f"Test split, {result['volumes']} volumes, "
+             f"Test split, {scope}, "
              f"{'TTA over ' + str(result['views']) + ' views' if result['tta'] else 'no TTA (centre crop)'}; "
-             f"grades from {result['grading']}.", "", "## Mean ± std over tasks", "",
+             f"grades from {result['grading']}. `n` counts {unit}.", "", "## Mean ± std over tasks", "",
              "| " + " | ".join(label for _, label in _SHOWN) + (" | latent Spearman |" if "latent_spearman" in agg else " |"),
              "|" + "---|" * (len(_SHOWN) + ("latent_spearman" in agg))]
-    cells = [f"{_fmt(agg[k]['mean'])} ± {_fmt(agg[k]['std'])}" for k, _ in _SHOWN]
+    cells = [_cell(agg, k) for k, _ in _SHOWN]
     if "latent_spearman" in agg:
-        cells.append(f"{_fmt(agg['latent_spearman']['mean'])} ± {_fmt(agg['latent_spearman']['std'])}")
-    lines += ["| " + " | ".join(cells) + " |", "", "## Per task", "",
+        cells.append(_cell(agg, "latent_spearman"))
+    lines += ["| " + " | ".join(cells) + " |", ""]
+    if all(k in agg for k, _ in _BINARY):
+        lines += ["Normal (grade 0) vs abnormal (grade ≥ 1): ROC-AUC of the score; sensitivity and specificity of "
+                  "the predicted grades (at the threshold between grades 0 and 1). Per boundary: ROC-AUC of the "
+                  "score for grade > k.", "",
+                  "| " + " | ".join(label for _, label in _BINARY) + " |", "|" + "---|" * len(_BINARY),
+                  "| " + " | ".join(_cell(agg, k) for k, _ in _BINARY) + " |", ""]
+    lines += ["## Per task", "",
               "| task | n | " + " | ".join(label for _, label in _SHOWN) + " | thresholds |",
               "|---|---|" + "---|" * (len(_SHOWN) + 1)]
     for name, m in result["tasks"].items():
         tau = ", ".join(f"{v:.2f}" for v in result["thresholds"][name])
         lines.append(f"| {name} | {m['n']} | " + " | ".join(_fmt(m.get(k)) for k, _ in _SHOWN) + f" | {tau} |")
+    if any("normal_auc" in m for m in result["tasks"].values()):
+        lines += ["", "| task | n | normal vs abnormal ROC-AUC | sensitivity | specificity | "
+                  "ROC-AUC of grade > k, k = 0, 1, ... |", "|---|---|---|---|---|---|"]
+        for name, m in result["tasks"].items():
+            boundary = " / ".join(_fmt(v) for v in m.get("boundary_auc") or [])
+            lines.append(f"| {name} | {m['n']} | {_fmt(m.get('normal_auc'))} | {_fmt(m.get('sensitivity'))} | "
+                         f"{_fmt(m.get('specificity'))} | {boundary} |")
     if "latent_spearman" in agg:
         lines += ["", "Synthetic cohort: Spearman of the score against the hidden severity, overall and within "
                   f"grade (mean over tasks and grades): {_fmt(agg['latent_spearman']['mean'])} and "

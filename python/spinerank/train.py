@@ -4,10 +4,14 @@ Phase 1 trains the encoder and the classification heads with the method's loss
 (inverse-frequency weighted cross-entropy; CORN or MAE_l for those baselines,
 see ``methods``) and keeps the epoch of best mean validation balanced accuracy
 of the heads' grades. Only the ranking methods have a phase 2: it starts from
-that model (or from another run's, ``init_phase1``) and trains the ranking
-heads with the fused pairwise ranking loss (lr 1e-3) while the encoder and
-classification heads fine-tune (lr 1e-4), keeping the epoch of best mean
-validation QWK with the fixed thresholds (c + 0.5) * S / (K - 1).
+that model (or from another run's, ``init_phase1``: its encoder and
+classification heads) and trains the ranking heads with the fused pairwise
+ranking loss (lr 1e-3) while the encoder and classification heads fine-tune
+(lr 1e-4), keeping the epoch of best mean validation QWK (``phase2_selection``:
+or balanced accuracy) with the fixed thresholds (c + 0.5) * S / (K - 1).
+AdamW with a cosine schedule to ``eta_min`` in both phases; the learning rates
+of each parameter group are settings (config.py; the ``official`` preset sets
+the published code's).
 
 Run folder: ``config.json`` (resolved, paths absolute), ``dataset.json`` (the
 dataset's folder and fingerprints, see ``provenance``), ``metrics.jsonl`` (one line per epoch),
@@ -97,15 +101,23 @@ class Trainer:
 
     def _optimizer(self, phase: int):
         c = self.config
+        encoder, cls_heads = list(self.model.encoder.parameters()), list(self.model.cls_heads.parameters())
         if phase == 1:
-            groups = [{"params": self.model.encoder_parameters(), "lr": c.lr_phase1}]
+            if c.lr_encoder_phase1 is None:  # one group, as before the setting existed (same optimizer state)
+                groups = [{"params": encoder + cls_heads, "lr": c.lr_phase1}]
+            else:
+                groups = [{"params": encoder, "lr": c.lr_encoder_phase1}, {"params": cls_heads, "lr": c.lr_phase1}]
             epochs = c.epochs_phase1
         else:
-            groups = [{"params": self.model.encoder_parameters(), "lr": c.lr_encoder_phase2},
-                      {"params": list(self.model.rank_parameters()), "lr": c.lr_heads_phase2}]
+            if c.lr_cls_heads_phase2 is None:
+                groups = [{"params": encoder + cls_heads, "lr": c.lr_encoder_phase2}]
+            else:
+                groups = [{"params": encoder, "lr": c.lr_encoder_phase2},
+                          {"params": cls_heads, "lr": c.lr_cls_heads_phase2}]
+            groups.append({"params": list(self.model.rank_parameters()), "lr": c.lr_heads_phase2})
             epochs = c.epochs_phase2
         optimizer = torch.optim.AdamW(groups, weight_decay=c.weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1), eta_min=c.eta_min)
         return optimizer, scheduler
 
     def _loss(self, phase: int, out: dict, grades: torch.Tensor):
@@ -118,8 +130,10 @@ class Trainer:
         self.model.train()
         self.train_set.set_epoch(epoch + 1000 * phase)
         sampler = self.dist.sampler(self.train_set, _seed(c.seed, phase, epoch, 1))
+        # drop_last only where a complete batch remains: an epoch always trains.
+        drop_last = c.drop_last and len(sampler) >= c.batch_size
         loader = torch.utils.data.DataLoader(self.train_set, batch_size=c.batch_size, sampler=sampler,
-                                             num_workers=c.num_workers)
+                                             num_workers=c.num_workers, drop_last=drop_last)
         rank = self.dist.seed_parts()
         aug_generator = torch.Generator().manual_seed(_seed(c.seed, phase, epoch, 2, *rank))
         torch.manual_seed(_seed(c.seed, phase, epoch, 3, *rank))  # dropout
@@ -148,8 +162,8 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, dataset) -> dict:
         """Per-task balanced accuracy and QWK of the classification heads' grades
-        (the method's read-out) and, for ranking methods, QWK of the scores with
-        the fixed thresholds, on a dataset in eval mode."""
+        (the method's read-out) and, for ranking methods, QWK and balanced
+        accuracy of the scores with the fixed thresholds, on a dataset in eval mode."""
         c = self.config
         self.model.eval()
         loader = torch.utils.data.DataLoader(dataset, batch_size=c.batch_size, num_workers=c.num_workers)
@@ -161,18 +175,27 @@ class Trainer:
             scores.append(out["scores"].float().cpu())
             grades.append(y)
         preds, scores, grades = torch.cat(preds).numpy(), torch.cat(scores).numpy(), torch.cat(grades).numpy()
-        ba, class_qwk, qwk = [], [], []
+        ba, class_qwk, qwk, score_ba = [], [], [], []
         for t, k in enumerate(self.tasks.num_grades):
             keep = grades[:, t] >= 0
             ba.append(balanced_accuracy(grades[keep, t], preds[keep, t]))
             class_qwk.append(quadratic_weighted_kappa(grades[keep, t], preds[keep, t], k))
-            qwk.append(quadratic_weighted_kappa(
-                grades[keep, t], grades_from_scores(scores[keep, t], fixed_thresholds(k, c.score_scale)), k))
+            fixed = grades_from_scores(scores[keep, t], fixed_thresholds(k, c.score_scale))
+            qwk.append(quadratic_weighted_kappa(grades[keep, t], fixed, k))
+            score_ba.append(balanced_accuracy(grades[keep, t], fixed))
         result = {"balanced_accuracy": ba, "class_qwk": class_qwk, "mean_balanced_accuracy": float(np.nanmean(ba)),
                   "mean_class_qwk": float(np.nanmean(class_qwk))}
         if self.method.ranking:  # the other methods never train their ranking heads
-            result.update(qwk=qwk, mean_qwk=float(np.nanmean(qwk)))
+            result.update(qwk=qwk, mean_qwk=float(np.nanmean(qwk)), score_balanced_accuracy=score_ba,
+                          mean_score_balanced_accuracy=float(np.nanmean(score_ba)))
         return result
+
+    def selection_metric(self, phase: int, val: dict) -> float:
+        """Phase 1: mean validation BA of the classification heads; phase 2: mean
+        validation QWK, or BA (``phase2_selection``), of the scores at the fixed thresholds."""
+        if phase == 1:
+            return val["mean_balanced_accuracy"]
+        return val["mean_qwk"] if self.config.phase2_selection == "qwk" else val["mean_score_balanced_accuracy"]
 
     # -- checkpoints ----------------------------------------------------------
 
@@ -252,7 +275,7 @@ class Trainer:
             scheduler.step()
             # Rank 0 validates and every rank gets its result: the same early-stopping decisions.
             val = self.dist.on_main(self.evaluate, self.val_set)
-            metric = val["mean_balanced_accuracy"] if state.phase == 1 else val["mean_qwk"]
+            metric = self.selection_metric(state.phase, val)
             metric = -math.inf if math.isnan(metric) else metric
             state.epoch += 1
             if metric > state.best_metric:
@@ -267,7 +290,7 @@ class Trainer:
             self._save_last(state, optimizer, scheduler)
             self._write_metrics()
             if c.progress:
-                name = "balanced accuracy" if state.phase == 1 else "QWK"
+                name = "balanced accuracy" if state.phase == 1 or c.phase2_selection != "qwk" else "QWK"
                 print(f"phase {state.phase} epoch {state.epoch}/{max_epochs}: train loss {train_loss:.4f}, "
                       f"val mean {name} {metric:.3f} (best {state.best_metric:.3f} @ {state.best_epoch})",
                       flush=True)
@@ -280,7 +303,11 @@ class Trainer:
 
     def _init_phase1(self) -> PhaseState:
         """Starts phase 2 from another run's phase-1 checkpoint (``init_phase1``),
-        copied as this run's best_phase1.pt once it is known to fit this model."""
+        copied as this run's best_phase1.pt once it is known to fit this model.
+        Only its encoder and classification heads are loaded: phase 1 never trains
+        the ranking heads, so the source's (of any ``rank_head``) are its untrained
+        initial ones, and this run keeps its own (the same ones for the same
+        variant and seed)."""
         source = pathlib.Path(self.config.init_phase1)
         ckpt = load_checkpoint(source)
         saved = ckpt.get("config") if isinstance(ckpt, dict) else None
@@ -298,8 +325,9 @@ class Trainer:
             raise ValueError(f"init_phase1: {source} was trained with method {source_method.name!r}, whose "
                              f"classification heads ({heads} outputs) do not fit method {c.method!r}")
         # Another encoder would not load; other data or splits would leak validation discs into training.
-        for name in ("width", "rank_on", "input_shape", "split_seed", "data"):
-            mine, theirs = getattr(c, name), saved.get(name)
+        defaults = {f.name: f.default for f in dataclasses.fields(config_lib.TrainConfig)}
+        for name in ("width", "rank_on", "downsample_stage2", "input_shape", "split_seed", "data"):
+            mine, theirs = getattr(c, name), saved.get(name, defaults[name])
             if name == "data":
                 mine, theirs = pathlib.Path(mine).resolve(), pathlib.Path(theirs or "").resolve()
             elif isinstance(mine, tuple):
@@ -307,7 +335,12 @@ class Trainer:
             if mine != theirs:
                 raise ValueError(f"init_phase1: {source} has {name} {theirs}, this run {mine}; "
                                  "they must match")
-        self.model.load_state_dict(ckpt["model"])
+        own = self.model.state_dict()
+        upstream = {k: v for k, v in ckpt["model"].items() if not k.startswith("rank_heads.")}
+        if set(upstream) != {k for k in own if not k.startswith("rank_heads.")}:
+            raise ValueError(f"init_phase1: the encoder or classification heads of {source} do not fit this model")
+        # Strict for the encoder and classification heads; this model's own ranking heads are kept.
+        self.model.load_state_dict({**own, **upstream})
 
         def copy(f):
             with open(source, "rb") as src:
