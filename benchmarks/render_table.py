@@ -7,6 +7,10 @@ With --readme, every block of the README between ``<!-- bench: FILE -->`` and
 ``<!-- /bench -->`` is replaced by the table of benchmarks/results/FILE, so the
 README's numbers are always those of the committed results.
 
+Application results (``demo-*.json``, written by ``demo_results.py``): the
+comparison or ablation table as the command prints it, with the command, its
+time, the machine and the date.
+
 Loss results: one table per kind of pairs (all, mined), one row per batch size,
 the median time and peak extra memory of each implementation and how many times
 slower than the fused op each baseline is. Augmentation and threshold-search
@@ -143,9 +147,39 @@ def render_thresholds(data):
     return lines
 
 
+def demo_line(data):
+    """Where, when and how long: the caption of an application result (demo_results.py)."""
+    m = data["machine"]
+    minutes, seconds = divmod(round(data["seconds"]), 60)
+    return (f"`{data['command']}`: {minutes} min {seconds} s on {m['cpu_model']} ({m['cores']} cores, "
+            f"{m['threads']} torch threads, torch {m['torch']}), finished {data['date']}; 1-minute load average "
+            f"{m['load_average_before'][0]:.2f} before the run.")
+
+
+def render_demo(data):
+    """A comparison (comparison.json) or an ablation (ablation.json), as the command prints it."""
+    result = data["result"]
+    if "what" in result:  # spinerank ablate
+        from spinerank.ablate import ablation_markdown
+
+        body = ablation_markdown(result).split("\n## Per task")[0].strip().splitlines()
+        body = [line for line in body if not line.startswith("# ")]  # the title names a scratch folder
+        while body and not body[0].strip():
+            body = body[1:]
+    else:  # spinerank demo / compare
+        from spinerank.compare import comparison_markdown, scope_line
+
+        table = [line for line in comparison_markdown(result).splitlines() if line.startswith("|")]
+        tta = "with TTA" if result["tta"] else "without TTA"
+        body = [f"{scope_line(result)}, {tta}; mean ± std over the tasks.", "", *table]
+    return [demo_line(data), "", *body]
+
+
 def render(path):
     with open(path) as f:
         data = json.load(f)
+    if "result" in data and "command" in data:
+        return "\n".join(render_demo(data)).strip()
     ops = {bench["extra_info"].get("op") for bench in data["benchmarks"]}
     if "fit_thresholds" in ops:
         lines = render_thresholds(data)

@@ -10,7 +10,8 @@ README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 def test_readme_tables_match_the_committed_results(tmp_path):
     text = README.read_text()
     files = [m.group("file") for m in BLOCK.finditer(text)]
-    assert {"cpu-pairwise_rank_loss.json", "cpu-augmentation.json", "cpu-thresholds.json"} <= set(files)
+    assert {"cpu-pairwise_rank_loss.json", "cpu-augmentation.json", "cpu-thresholds.json", "demo-comparison.json",
+            "demo-comparison-all.json", "demo-ablation-heads.json", "demo-ablation-thresholds.json"} <= set(files)
     copy = tmp_path / "README.md"
     copy.write_text(text)
     assert update_readme(copy) == len(files)
@@ -23,3 +24,13 @@ def test_loss_table_has_memory_ratios_and_every_case():
     for bench in data["benchmarks"]:
         assert f"| {bench['extra_info']['B']} | cpu |" in table
     assert "host_pairs / fused" in table and " MB)" in table and "×" in table
+
+
+def test_demo_tables_name_the_command_machine_and_time():
+    for name in ("demo-comparison.json", "demo-comparison-all.json", "demo-ablation-heads.json",
+                 "demo-ablation-thresholds.json"):
+        data = json.loads((RESULTS / name).read_text())
+        table = render(RESULTS / name)
+        assert table.startswith(f"`{data['command']}`: ") and data["machine"]["cpu_model"] in table
+        assert "/work/" not in table  # scratch folders are no part of a result
+        assert any(row in table for row in ("| ce |", "| grid |", "| mlp |"))

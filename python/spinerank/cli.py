@@ -274,19 +274,23 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(handler=_evaluate)
 
+    def several_runs_flags(command, each):
+        """The settings of commands that train, calibrate and evaluate several runs (compare, ablate)."""
+        command.add_argument("--preset", choices=PRESET_NAMES, default=None, help=PRESET_HELP)
+        command.add_argument("--config", help=f"YAML or JSON file of TrainConfig settings for every {each}")
+        command.add_argument("--epochs-phase1", type=int)
+        command.add_argument("--epochs-phase2", type=int)
+        command.add_argument("--seed", type=int)
+        tta_flag(command, True)
+        sequences_flag(command)
+        command.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+        command.add_argument("--quiet", action="store_true")
+
     m = sub.add_parser("compare", help="train, calibrate and evaluate several methods; a Table-1 comparison")
     m.add_argument("--data", required=True)
     m.add_argument("--out", required=True)
     m.add_argument("--methods", nargs="+", choices=list(METHOD_NAMES), default=["ce", "spinerank"])
-    m.add_argument("--preset", choices=PRESET_NAMES, default=None, help=PRESET_HELP)
-    m.add_argument("--config", help="YAML or JSON file of TrainConfig settings for every method")
-    m.add_argument("--epochs-phase1", type=int)
-    m.add_argument("--epochs-phase2", type=int)
-    m.add_argument("--seed", type=int)
-    tta_flag(m, True)
-    sequences_flag(m)
-    m.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    m.add_argument("--quiet", action="store_true")
+    several_runs_flags(m, "method")
     m.set_defaults(handler=_compare)
 
     a = sub.add_parser("ablate", help="the paper's ablations: threshold methods on a run, or ranking heads")
@@ -299,15 +303,7 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--out", help="where ablation.md and ablation.json go (--what heads: also the runs); "
                    "--what thresholds default: RUN/ablation-thresholds")
     a.add_argument("--heads", nargs="+", choices=list(RANK_HEADS), help="--what heads: the variants (default: all)")
-    a.add_argument("--preset", choices=PRESET_NAMES, default=None, help=PRESET_HELP)
-    a.add_argument("--config", help="YAML or JSON file of TrainConfig settings for every run")
-    a.add_argument("--epochs-phase1", type=int)
-    a.add_argument("--epochs-phase2", type=int)
-    a.add_argument("--seed", type=int)
-    tta_flag(a, True)
-    sequences_flag(a)
-    a.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    a.add_argument("--quiet", action="store_true")
+    several_runs_flags(a, "run")
     a.set_defaults(handler=_ablate)
 
     r = sub.add_parser("predict", help="scores and grades of new volumes (.nii, .nii.gz, .npy)",
