@@ -43,9 +43,10 @@ SPINERANK_HD PairTerm<acc_t> softplus_and_sigmoid(acc_t z) {
   return {(z > acc_t(0) ? z : acc_t(0)) + log1p(e), sig};
 }
 
-// Normalised grade gap g = |d| / (K - 1); inv_km1 = 1 / (K - 1).
-template <typename acc_t>
-SPINERANK_HD acc_t grade_gap(int d, acc_t inv_km1) {
+// Normalised grade gap g = |d| / (K - 1); inv_km1 = 1 / (K - 1). d is an int
+// in the kernels, an int64 where grades of a bad task may be anything.
+template <typename acc_t, typename int_t>
+SPINERANK_HD acc_t grade_gap(int_t d, acc_t inv_km1) {
   return acc_t(d < 0 ? -d : d) * inv_km1;
 }
 

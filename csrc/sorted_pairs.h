@@ -92,8 +92,8 @@ struct SortedRows {
   const int64_t* gval;    // (T, gcap + 1) the grade of each group
   const int64_t* ngroups; // (T,) the number of groups (grades present)
   const int64_t* ks;      // (T,) K_t
-  const double* cd;       // (T,) dis_factor of the task (pair_math.h)
-  const double* cs;       // (T,) sim_factor of the task
+  const int64_t* n_dis;   // (T,) ordinal pairs of the task, for dis_factor (pair_math.h)
+  const int64_t* n_sim;   // (T,) similar pairs, for sim_factor
   double* g;              // out: d loss_t / d s at each sorted position
   double* l;              // out: the position's share of loss_t
   int8_t* bad;            // out: a non-finite score (grades >= K_t are checked by the caller)
@@ -131,7 +131,7 @@ SPINERANK_HD void sorted_hinge_row(const SortedRows& r, const LossParams& p, int
     const double* cum2 = r.cum2 + row;
     const double s_k = s[k], x_k = r.x[row + k];
     bad = !finite_score(s_k);
-    const double cd = r.cd[t], cs = r.cs[t];
+    const double cd = dis_factor(p, r.n_dis[t], r.n_sim[t]), cs = sim_factor(p, r.n_dis[t], r.n_sim[t]);
     const double inv_km1 = 1.0 / double(K - 1);
     const int64_t m = start[c + 1] - start[c];
     const double centred = x_k - range_sum(cum1, start[c], start[c + 1]) / double(m);
@@ -142,10 +142,8 @@ SPINERANK_HD void sorted_hinge_row(const SortedRows& r, const LossParams& p, int
       if (c2 == c) continue;
       const int64_t g0 = start[c2], g1 = start[c2 + 1];
       if (g0 == g1) continue;
-      // Groups are in grade order: c2 < c is the lower grade. |grade gap| as
-      // grade_gap computes it, in int64 (grades of a bad task may be anything).
-      const int64_t dg = gval[c] > gval[c2] ? gval[c] - gval[c2] : gval[c2] - gval[c];
-      const double gap = double(dg) * inv_km1;
+      // Groups are in grade order: c2 < c is the lower grade.
+      const double gap = grade_gap(gval[c] - gval[c2], inv_km1);
       const double margin = pair_margin(p, gap), w = pair_weight(p, gap);
       if (c2 < c) {  // this sample is the more severe side
         const int64_t j0 = g0 + first_violating_lo(s + g0, g1 - g0, margin, s_k);

@@ -92,10 +92,6 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> sorted_hinge_loss_generic(
   const at::Tensor m = counts.narrow(1, 0, gcap);
   const at::Tensor n_sim = (m * (m - 1)).div(2, "floor").sum(1);
   const at::Tensor n_dis = (n * (n - 1)).div(2, "floor") - n_sim;
-  // dis_factor / sim_factor (pair_math.h), per task.
-  const bool all = p.normalization == PairNormalization::All;
-  const at::Tensor cd = p.lambda_dis / (all ? n_dis + n_sim : n_dis).clamp_min(1).to(at::kDouble);
-  const at::Tensor cs = p.lambda_sim / (all ? n_dis + n_sim : n_sim).clamp_min(1).to(at::kDouble);
 
   at::Tensor g = at::empty({T, B}, f64), l = at::empty({T, B}, f64);
   at::Tensor bad = at::empty({T, B}, scores.options().dtype(at::kChar));
@@ -104,8 +100,8 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> sorted_hinge_loss_generic(
                           cum1.const_data_ptr<double>(), cum2.const_data_ptr<double>(),
                           y_sorted.const_data_ptr<int64_t>(), start.const_data_ptr<int64_t>(),
                           gval.const_data_ptr<int64_t>(), ngroups.const_data_ptr<int64_t>(),
-                          ks.const_data_ptr<int64_t>(), cd.const_data_ptr<double>(),
-                          cs.const_data_ptr<double>(), g.mutable_data_ptr<double>(),
+                          ks.const_data_ptr<int64_t>(), n_dis.const_data_ptr<int64_t>(),
+                          n_sim.const_data_ptr<int64_t>(), g.mutable_data_ptr<double>(),
                           l.mutable_data_ptr<double>(), bad.mutable_data_ptr<int8_t>(), B, T, gcap};
     launch(rows, p);
   }

@@ -52,8 +52,9 @@ class _SoftClamp(torch.autograd.Function):
     def forward(h, scale, beta):
         _, a, b = _softplus_terms(h, scale, beta)
         top = _largest_at_most(scale, h.dtype)
-        # Clamped before the cast (so that rounding cannot pass S) and after it.
-        return (scale * a / (a + b)).clamp(0.0, top).to(h.dtype).clamp(0.0, top)
+        # Clamped before the cast: top and 0 are numbers of the dtype, so rounding
+        # to the nearest one (monotone) cannot take a value in [0, top] outside it.
+        return (scale * a / (a + b)).clamp(0.0, top).to(h.dtype)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -82,8 +83,8 @@ def soft_clamp(h: torch.Tensor, scale: float = 10.0, beta: float = 5.0) -> torch
     a number of the dtype, the bound is the largest one below S.) How:
     float16 and bfloat16 are computed in float32 and cast back; ``h`` is
     clamped to [-800/beta, S + 800/beta], beyond which the result is already
-    exactly 0 or S; the result is clamped into [0, S] before and after the
-    cast, so rounding cannot pass S. The two softplus terms cannot both
+    exactly 0 or S; the result is clamped into [0, S] (S: a number of the
+    dtype) before the cast, so rounding to the nearest cannot pass S. The two softplus terms cannot both
     vanish since their arguments add up to beta*S. NaN gives NaN.
 
     ``scale`` and ``beta`` must be finite and > 0.

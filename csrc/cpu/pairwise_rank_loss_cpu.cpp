@@ -77,6 +77,10 @@ struct GradeGroups {
 
 GradeGroups group_by_grade(const TaskSamples& ts, bool with_group = false);
 
+// Whether grades 0 .. range - 1 of n samples are grouped by a counting sort over
+// the range (else by a sort of the samples): the range must not dwarf n.
+bool counting_sort_fits(int64_t range, int n) { return range <= 4 * int64_t(n) + 64; }
+
 // The grades that occur (ascending) and each sample's group among them,
 // without grouping the samples: what the mining table needs.
 struct GroupIndex {
@@ -86,7 +90,7 @@ struct GroupIndex {
 GroupIndex group_index(const TaskSamples& ts) {
   const int n = ts.n();
   const int64_t range = int64_t(ts.max_grade) + 1;
-  if (range > 4 * int64_t(n) + 64) {
+  if (!counting_sort_fits(range, n)) {
     GradeGroups gg = group_by_grade(ts, /*with_group=*/true);
     return {std::move(gg.grade), std::move(gg.group)};
   }
@@ -113,7 +117,7 @@ GradeGroups group_by_grade(const TaskSamples& ts, bool with_group) {
   gg.s.resize(n);
   const int64_t range = int64_t(ts.max_grade) + 1;  // grades are 0 .. range - 1
   gg.grade.reserve(size_t(std::min<int64_t>(range, n)));
-  if (range <= 4 * int64_t(n) + 64) {
+  if (counting_sort_fits(range, n)) {
     // A counting sort over the grades' range; `first` ends up as gg.start.
     std::vector<int> first(range + 1, 0);
     for (int a = 0; a < n; ++a) ++first[ts.y[a] + 1];

@@ -60,13 +60,6 @@ class Selection:
             return f"discs ({self.sequences[0]} volume)"
         return f"volumes ({', '.join(self.sequences)})"
 
-    def describe(self) -> str:
-        text = f"{self.rows} {self.unit}"
-        if self.skipped:
-            text += (f"; {self.skipped} of {self.discs} discs skipped (no "
-                     f"{' or '.join(self.sequences)} volume)")
-        return text
-
     def to_dict(self) -> dict:
         return {"sequences": list(self.sequences), "unit": self.unit, "rows": self.rows, "discs": self.discs,
                 "skipped_discs": self.skipped}

@@ -69,29 +69,41 @@ class Encoder3d(nn.Module):
         return x.mean(dim=(2, 3, 4))
 
 
-class RankHead(nn.Module):
+class _TaskScoreHead(nn.Module):
+    """One task's ranking head: ``raw`` maps its input to (B, 1), soft_clamp to [0, scale]."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+
+    def raw(self, x):
+        raise NotImplementedError
+
+    def forward(self, x):
+        return soft_clamp(self.raw(x)[:, 0], scale=self.scale)
+
+
+class RankHead(_TaskScoreHead):
     """The paper's ranking head: Linear(in, 64) -> ReLU -> Dropout -> Linear(64, 1) -> soft_clamp."""
 
     def __init__(self, in_features: int, dropout: float, scale: float):
-        super().__init__()
+        super().__init__(scale)
         self.mlp = nn.Sequential(nn.Linear(in_features, 64), nn.ReLU(inplace=True), nn.Dropout(dropout),
                                  nn.Linear(64, 1))
-        self.scale = scale
 
-    def forward(self, x):
-        return soft_clamp(self.mlp(x)[:, 0], scale=self.scale)
+    def raw(self, x):
+        return self.mlp(x)
 
 
-class LinearRankHead(nn.Module):
+class LinearRankHead(_TaskScoreHead):
     """A linear projection of the input to one score: Linear(in, 1) -> soft_clamp."""
 
     def __init__(self, in_features: int, scale: float):
-        super().__init__()
+        super().__init__(scale)
         self.linear = nn.Linear(in_features, 1)
-        self.scale = scale
 
-    def forward(self, x):
-        return soft_clamp(self.linear(x)[:, 0], scale=self.scale)
+    def raw(self, x):
+        return self.linear(x)
 
 
 class GaussianBasisLayer(nn.Module):
@@ -114,19 +126,18 @@ class GaussianBasisLayer(nn.Module):
         return self.linear(basis.flatten(1))
 
 
-class KanRankHead(nn.Module):
+class KanRankHead(_TaskScoreHead):
     """Two Gaussian-basis KAN layers (in -> 64 -> 32) -> Dropout -> Linear(32, 1) -> soft_clamp."""
 
     def __init__(self, in_features: int, dropout: float, scale: float, hidden: int = 64, grid: int = 8):
-        super().__init__()
+        super().__init__(scale)
         self.kan = nn.Sequential(GaussianBasisLayer(in_features, hidden, grid),
                                  GaussianBasisLayer(hidden, hidden // 2, grid))
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(hidden // 2, 1)
-        self.scale = scale
 
-    def forward(self, x):
-        return soft_clamp(self.out(self.dropout(self.kan(x)))[:, 0], scale=self.scale)
+    def raw(self, x):
+        return self.out(self.dropout(self.kan(x)))
 
 
 class CrossTaskTransformerHead(nn.Module):
@@ -199,11 +210,6 @@ class SpineRankNet(nn.Module):
 
     def rank_parameters(self):
         return self.rank_heads.parameters()
-
-    def encoder_parameters(self):
-        """Everything upstream of the ranking heads: the encoder and the
-        classification heads (the ranking heads read the logits)."""
-        return [*self.encoder.parameters(), *self.cls_heads.parameters()]
 
 
 def build_model(config, num_grades: list[int]) -> SpineRankNet:
