@@ -140,6 +140,16 @@ def test_a_dataset_with_other_labels_or_splits_is_refused(trained, tmp_path, cap
     assert "split of the subjects differs" in capsys.readouterr().err
 
 
+def test_a_damaged_dataset_record_is_named(trained, tmp_path, capsys):
+    run = _copy_run(trained, tmp_path)
+    (run / "dataset.json").write_text("[1, 2]")
+    assert main(["evaluate", "--run", str(run), "--no-tta", "--quiet"]) == 2
+    assert "dataset.json is not a dataset record (a JSON object); it holds a list" in capsys.readouterr().err
+    (run / "dataset.json").write_text("{not json")
+    assert main(["evaluate", "--run", str(run), "--no-tta", "--quiet"]) == 2
+    assert "dataset.json cannot be read" in capsys.readouterr().err
+
+
 def test_resume_from_another_directory_with_a_moved_dataset(tmp_path, monkeypatch, capsys):
     data = write_cohort(tmp_path / "a" / "cohort", subjects=20)
     (tmp_path / "c.json").write_text(json.dumps({**TINY, "epochs_phase1": 2}))

@@ -205,6 +205,9 @@ def test_paper_text_variants_through_method_options(batch):
                            pair_normalization="per_kind")
     with pytest.raises(ValueError, match=r"config: pair_normalization must be one of"):
         config_lib.resolve("tiny", None, method="ranknet", method_options={"pair_normalization": "mean"})
+    with pytest.raises(ValueError, match=r"config: method 'deeprank': options \{'lambda_sim': 'abc'\}: could not "
+                                         r"convert string to float"):
+        config_lib.resolve("tiny", None, method="deeprank", method_options={"lambda_sim": "abc"})
     with pytest.raises(ValueError, match=r"method 'ranknet' has no option\(s\) normalize"):
         methods.get("ranknet", normalize="discs")
 

@@ -194,7 +194,11 @@ def get(name: str, **options) -> Method:
         from spinerank_ext import loss as loss_lib
 
         merged = {**dict(method.rank_options), **rank}
-        loss_lib.LossOptions(**merged)  # checks the values (ValueError naming the option)
+        options_checked = loss_lib.LossOptions(**merged)  # ValueError naming a bad option
+        try:  # and the numbers must be numbers
+            options_checked.op_args()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"method {name!r}: options {rank}: {exc}") from None
         method = dataclasses.replace(method, rank_options=tuple(merged.items()))
     return dataclasses.replace(method, **{k: v for k, v in options.items() if k in fields})
 

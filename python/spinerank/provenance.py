@@ -51,6 +51,8 @@ def check(run, record: dict) -> None:
         saved = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path} cannot be read: {exc}") from exc
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} is not a dataset record (a JSON object); it holds a {type(saved).__name__}")
     where = f"{record['data']} is not the dataset run {run} was trained on ({saved.get('data')})"
     if saved.get("labels_sha256") != record["labels_sha256"]:
         raise ValueError(f"{where}: its labels differ ({record['volumes']} volumes now, "
