@@ -65,20 +65,12 @@ SPINERANK_HD int64_t round_half_up(double x) {
   return (r > -1e15 && r < 1e15) ? int64_t(r) : kFarAway;
 }
 
-SPINERANK_HD bool finite_param(double x) {
-#if defined(__CUDA_ARCH__)
-  return isfinite(x);
-#else
-  return std::isfinite(x);
-#endif
-}
-
 // Whether a sample's parameters describe an augmentation: all seven finite
 // and 1 / scale finite (scale != 0). A sample that fails this gives zeros
 // everywhere and flipped = false (the same rule as spinerank_ext.reference).
 SPINERANK_HD bool valid_params(const double* p) {
-  bool ok = finite_param(1.0 / p[kParamScale]);
-  for (int c = 0; c < kNumAugmentParams; ++c) ok = ok && finite_param(p[c]);
+  bool ok = is_finite(1.0 / p[kParamScale]);
+  for (int c = 0; c < kNumAugmentParams; ++c) ok = ok && is_finite(p[c]);
   return ok;
 }
 

@@ -7,3 +7,18 @@
 #else
 #define SPINERANK_HD inline
 #endif
+
+#include <cmath>
+
+namespace spinerank {
+
+// Whether x is finite, in host and device code alike.
+SPINERANK_HD bool is_finite(double x) {
+#if defined(__CUDA_ARCH__)
+  return isfinite(x);
+#else
+  return std::isfinite(x);
+#endif
+}
+
+}  // namespace spinerank

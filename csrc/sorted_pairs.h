@@ -100,14 +100,6 @@ struct SortedRows {
   int64_t B, T, gcap;
 };
 
-SPINERANK_HD bool finite_score(double v) {
-#if defined(__CUDA_ARCH__)
-  return isfinite(v);
-#else
-  return std::isfinite(v);
-#endif
-}
-
 // Sum of v over positions [i, j) of a row from its inclusive prefix sums.
 SPINERANK_HD double range_sum(const double* cum, int64_t i, int64_t j) {
   return i >= j ? 0.0 : cum[j - 1] - (i > 0 ? cum[i - 1] : 0.0);
@@ -130,7 +122,7 @@ SPINERANK_HD void sorted_hinge_row(const SortedRows& r, const LossParams& p, int
     const double* cum1 = r.cum1 + row;
     const double* cum2 = r.cum2 + row;
     const double s_k = s[k], x_k = r.x[row + k];
-    bad = !finite_score(s_k);
+    bad = !is_finite(s_k);
     const double cd = dis_factor(p, r.n_dis[t], r.n_sim[t]), cs = sim_factor(p, r.n_dis[t], r.n_sim[t]);
     const double inv_km1 = 1.0 / double(K - 1);
     const int64_t m = start[c + 1] - start[c];
