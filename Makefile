@@ -7,7 +7,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-SOURCES := pyproject.toml CMakeLists.txt $(wildcard cmake/* build_support/*.py csrc/*.* csrc/*/*.* spinerank_ext/*.py python/spinerank/*.py)
+SOURCES := pyproject.toml CMakeLists.txt $(wildcard cmake/* build_support/*.py csrc/*.* csrc/*/*.* spinerank_ext/*.py python/spinerank/*.py python/spinerank/*/*.py)
 
 .PHONY: demo test bench bench-cuda bench-ddp bench-smoke cuda-check clean
 
@@ -17,7 +17,7 @@ $(BIN)/python:
 # The extension is rebuilt whenever a source changes.
 $(VENV)/.installed: $(BIN)/python $(SOURCES)
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet ".[test]"
+	$(BIN)/pip install --quiet ".[test,data]"
 	touch $@
 
 # The main job: a synthetic cohort of 200 subjects; CE and SpineRankNet trained
