@@ -13,7 +13,9 @@
     spinerank ablate --what thresholds --run RUN [--out DIR] [--no-tta] [--sequences T2]
     spinerank ablate --what heads --data DIR --out DIR [--heads mlp linear kan transformer] [--preset ...]
     spinerank predict --checkpoint RUN/best.pt [--tta] --out preds.csv FILES_OR_DIRS...
+    spinerank predict --checkpoint RUN/best.pt --mask MASK|--disc-points CSV --out preds.csv SERIES
     spinerank demo --out DIR [--all-methods] [--subjects N]
+    spinerank import spider SRC --out DIR [--shape H W D] [--spacing ROW COL SLICE] [--split stratified|spider]
 """
 from __future__ import annotations
 
@@ -175,7 +177,7 @@ def _predict(args) -> int:
     from .predict import EXIT_SKIPPED, predict
 
     result = predict(args.checkpoint, args.inputs, args.out, tta=args.tta, device=args.device,
-                     progress=not args.quiet)
+                     progress=not args.quiet, mask=args.mask, disc_points=args.disc_points)
     skipped = (f"; skipped {len(result['skipped'])} input(s) (missing, unreadable or too small; see above)"
                if result["skipped"] else "")
     small = f"; {len(result['small'])} flagged small_input" if result["small"] else ""
@@ -183,6 +185,20 @@ def _predict(args) -> int:
         raise ValueError(f"no volume could be read or predicted{skipped}")
     print(f"wrote {result['predicted']} prediction(s) to {args.out}{small}{skipped}")
     return EXIT_SKIPPED if result["skipped"] else 0
+
+
+def _import(args) -> None:
+    from .importers import geometry
+    from .importers.spider import import_spider
+
+    grid = geometry.CropGrid(tuple(args.shape), tuple(args.spacing))
+    summary = import_spider(args.src, args.out, grid=grid, workers=args.workers, split=args.split,
+                            progress=not args.quiet)
+    counts = summary["counts"]
+    skipped = ", ".join(f"{n} {kind}" for kind, n in counts["skipped"].items()) or "nothing"
+    print(f"imported {counts['volumes']} volumes of {counts['discs']} discs ({counts['subjects']} patients, "
+          f"{counts['series_imported']} series) into {args.out} in {summary['seconds']['total']:.1f} s; "
+          f"skipped: {skipped} (see {args.out}/import_report.csv)")
 
 
 def _demo(args) -> None:
@@ -315,10 +331,42 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", required=True, help="RUN/best.pt (its RUN/thresholds.json grades the scores)")
     tta_flag(r, False)
     r.add_argument("--out", required=True, help="CSV to write")
-    r.add_argument("inputs", nargs="+", help="volume files or folders")
+    r.add_argument("inputs", nargs="+", help="volume files or folders; with --mask or --disc-points: the one whole "
+                   "sagittal series (.mha, .nii.gz, ... as SimpleITK reads)")
+    r.add_argument("--mask", help="a label mask of the series in SPIDER's scheme (discs 201, 202, ... from the "
+                   "bottom): every disc is cut out as the run's imported training crops were, one row per disc")
+    r.add_argument("--disc-points", metavar="CSV", help="disc centres of the series instead of a mask: columns "
+                   "level, x, y, z in world RAS mm, optionally the normal nx, ny, nz")
     r.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(handler=_predict)
+
+    i = sub.add_parser("import", help="import a public dataset of whole scans into a disc dataset folder")
+    sources = i.add_subparsers(dest="source", required=True)
+    from .importers.geometry import CropGrid
+
+    default_grid = CropGrid()
+    sp = sources.add_parser(
+        "spider", help="SPIDER (Zenodo 10159290): sagittal .mha series, masks and per-disc gradings",
+        description="Cuts every graded disc of every SPIDER series into a crop centred on and aligned with the "
+        "disc (from its mask), writes labels.csv, tasks.json, volumes/*.nii.gz (affines to the scan's world "
+        "coordinates), import_report.csv (everything skipped, and why) and dataset.json. Needs SimpleITK "
+        "(pip install 'spinerank_ext[data]'). A rerun into the same --out reuses the series already imported.")
+    sp.add_argument("src", help="the folder holding images/, masks/, overview.csv and radiological_gradings.csv "
+                    "(or one folder above it)")
+    sp.add_argument("--out", required=True, help="dataset folder to write (new, empty, or an earlier import)")
+    sp.add_argument("--shape", type=int, nargs=3, default=default_grid.shape, metavar=("H", "W", "D"),
+                    help="crop size: rows (along the disc normal), columns (anterior -> posterior), slices "
+                    f"(left -> right); default {' '.join(map(str, default_grid.shape))}, the paper preset's volume")
+    sp.add_argument("--spacing", type=float, nargs=3, default=default_grid.spacing, metavar=("ROW", "COL", "SLICE"),
+                    help="crop spacing in mm; default " + " ".join(f"{v:g}" for v in default_grid.spacing)
+                    + f" ({' x '.join(f'{v:g}' for v in default_grid.extent_mm)} mm)")
+    sp.add_argument("--split", choices=["stratified", "spider"], default="stratified",
+                    help="stratified: train makes the project's patient-level 80/10/10 split (default); spider: "
+                    "SPIDER's validation patients are the test split, its training patients train and val (8:2)")
+    sp.add_argument("--workers", type=int, help="processes (default: the available CPUs)")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.set_defaults(handler=_import)
 
     d = sub.add_parser("demo", help="synthesise a cohort, compare CE and SpineRankNet on it, write the reports")
     d.add_argument("--out", required=True)

@@ -28,7 +28,7 @@ class TrainConfig:
     # data
     data: str = ""
     out: str = ""
-    tasks: list[dict] | None = None  # None: the default task table (SPEC §2)
+    tasks: list[dict] | None = None  # None: the dataset's tasks.json if it has one, else SPEC §2's table
     volume_shape: tuple[int, int, int] = (15, 192, 320)  # (D, H, W) every volume is cropped/padded to
     input_shape: tuple[int, int, int] = (12, 128, 256)  # (D, H, W) the model sees
     split_seed: int = 0
@@ -154,6 +154,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+#: A dataset folder's own task table, used when the configuration names none.
+DATASET_TASKS = "tasks.json"
+
 #: Settings that name files or folders; stored absolute in config.json.
 PATH_SETTINGS = ("data", "out", "init_phase1")
 
@@ -233,6 +236,10 @@ def resolve(preset: str | None = None, file: str | None = None, **overrides: Any
     settings.update(file_settings)
     settings.update({k: v for k, v in overrides.items() if v is not None})
     settings["preset"] = preset
+    if settings.get("tasks") is None and settings.get("data"):
+        dataset_tasks = pathlib.Path(settings["data"]) / DATASET_TASKS
+        if dataset_tasks.is_file():  # an imported dataset's own table (e.g. SPIDER's 8 tasks)
+            settings["tasks"] = TaskTable.from_file(dataset_tasks).to_config()
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(settings) - known)
     if unknown:

@@ -79,69 +79,104 @@ def input_size_problem(shape_dhw, input_shape) -> tuple[bool, str | None]:
     return any(s < i for s, i in zip(shape_dhw, input_shape)), None
 
 
-def predict(checkpoint, inputs, out, tta: bool = False, device: str = "cpu", batch_size: int = 16,
-            progress: bool = True) -> dict:
-    """Writes ``out`` (CSV: file, small_input, then per task score, grade, TTA
-    std, borderline); returns {"predicted": n, "skipped": [(file, reason), ...],
-    "small": [file, ...]}. Every skipped or small input is also reported on stderr."""
-    predictor = Predictor(checkpoint, device=device)
+def _thresholds(predictor: Predictor, tta: bool) -> list:
+    """The run's calibrated thresholds (ranking methods), else the fixed ones, with a warning where it matters."""
     tasks = predictor.tasks
     run = predictor.checkpoint.parent
-    if predictor.method.ranking:
-        saved = calibrate_lib.load_thresholds(run, tasks.names)
-        if saved is None:
-            print(f"spinerank: warning: {run} has no thresholds.json (spinerank calibrate --run {run}); "
-                  "grading with the fixed thresholds (c + 0.5) S / (K - 1)", file=sys.stderr)
-            thresholds = [fixed_thresholds(k, predictor.scale) for k in tasks.num_grades]
-        else:
-            if saved["tta"] != tta:
-                print(f"spinerank: warning: the thresholds were calibrated {'with' if saved['tta'] else 'without'} "
-                      f"TTA but these scores are {'with' if tta else 'without'} it", file=sys.stderr)
-            thresholds = saved["arrays"]
-    else:
-        thresholds = [fixed_thresholds(k, predictor.scale) for k in tasks.num_grades]
+    fixed = [fixed_thresholds(k, predictor.scale) for k in tasks.num_grades]
+    if not predictor.method.ranking:
+        return fixed
+    saved = calibrate_lib.load_thresholds(run, tasks.names)
+    if saved is None:
+        print(f"spinerank: warning: {run} has no thresholds.json (spinerank calibrate --run {run}); "
+              "grading with the fixed thresholds (c + 0.5) S / (K - 1)", file=sys.stderr)
+        return fixed
+    if saved["tta"] != tta:
+        print(f"spinerank: warning: the thresholds were calibrated {'with' if saved['tta'] else 'without'} "
+              f"TTA but these scores are {'with' if tta else 'without'} it", file=sys.stderr)
+    return saved["arrays"]
 
-    files, skipped = find_volumes(inputs)
-    for _, reason in skipped:
-        print(f"spinerank: skipped: {reason}", file=sys.stderr)
+
+def _volume_items(files):
+    """(name, {}, (H, W, D) array or the ValueError it raised) of every volume file."""
+    for path in files:
+        try:
+            yield str(path), {}, load_volume(path)  # its errors name the file
+        except ValueError as exc:
+            yield str(path), {}, exc
+
+
+def predict(checkpoint, inputs, out, tta: bool = False, device: str = "cpu", batch_size: int = 16,
+            progress: bool = True, mask=None, disc_points=None) -> dict:
+    """Writes ``out`` (CSV: file, small_input, then per task score, grade, TTA
+    std, borderline); returns {"predicted": n, "skipped": [(file, reason), ...],
+    "small": [file, ...]}. Every skipped or small input is also reported on stderr.
+
+    With ``mask`` or ``disc_points`` the one input is a whole series: every disc
+    is cut out as the run's training crops were (``whole_series``) and predicted; the
+    CSV then also says which disc (``disc``, ``level``), where (``centre_r``,
+    ``centre_a``, ``centre_s``: its centre in the scan's RAS mm) and how much of
+    its crop lies inside the scan (``in_field``)."""
+    predictor = Predictor(checkpoint, device=device)
+    tasks = predictor.tasks
+    thresholds = _thresholds(predictor, tta)
+    skipped: list[tuple[str, str]] = []
+    if mask is not None or disc_points is not None:
+        from . import whole_series
+
+        items = whole_series.disc_items(predictor, inputs, mask=mask, disc_points=disc_points)
+        extra = list(whole_series.COLUMNS)
+        total = None
+    else:
+        files, skipped = find_volumes(inputs)
+        for _, reason in skipped:
+            print(f"spinerank: skipped: {reason}", file=sys.stderr)
+        items = _volume_items(files)
+        extra = []
+        total = len(files)
     shape = tuple(predictor.config.volume_shape)
     input_shape = tuple(predictor.config.input_shape)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file", "small_input"]
+    writer.writerow(["file", *extra, "small_input"]
                     + [f"{n}_{c}" for n in tasks.names for c in ("score", "grade", "std", "borderline")])
     small = []
     predicted_count = 0
-    bar = tqdm(total=len(files), desc="predicting", disable=not progress)
-    for start in range(0, len(files), batch_size):
-        batch, names, flagged = [], [], []
-        for path in files[start:start + batch_size]:
+    bar = tqdm(total=total, desc="predicting", unit="volume", disable=not progress)
+    items = iter(items)
+    while True:
+        batch, names, fields, flagged = [], [], [], []
+        for name, info, array in items:
+            bar.update()
             try:
-                array = load_volume(path)  # its errors name the file
+                if isinstance(array, Exception):
+                    raise array
                 volume = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # (D, H, W)
                 is_small, refusal = input_size_problem(volume.shape, input_shape)
                 if refusal:
-                    raise ValueError(f"volume {path} (H, W, D) {array.shape} is {refusal}")
+                    raise ValueError(f"volume {name} (H, W, D) {array.shape} is {refusal}")
             except ValueError as exc:
-                skipped.append((str(path), str(exc)))
+                skipped.append((name, str(exc)))
                 print(f"spinerank: skipped: {exc}", file=sys.stderr)
                 continue
             if is_small:
-                small.append(str(path))
-                print(f"spinerank: warning: volume {path} is smaller than the model's input: (D, H, W) "
+                small.append(name)
+                print(f"spinerank: warning: volume {name} is smaller than the model's input: (D, H, W) "
                       f"{tuple(volume.shape)} < {input_shape} along some axis; predicted on zero padding, "
                       "flagged small_input in the CSV", file=sys.stderr)
             batch.append(fit_to_shape(volume, shape)[None])
-            names.append(path)
+            names.append(name)
+            fields.append([info.get(c, "") for c in extra])
             flagged.append(is_small)
-        bar.update(len(files[start:start + batch_size]))
+            if len(batch) == batch_size:
+                break
         if not batch:
-            continue
+            break
         predictions = predictor(torch.stack(batch), tta)
         grades = predictor.grades(predictions, thresholds if predictor.method.ranking else None)
         flags = borderline(predictions.scores, predictions.std, thresholds)
-        for i, path in enumerate(names):
-            line = [str(path), int(flagged[i])]
+        for i, name in enumerate(names):
+            line = [name, *fields[i], int(flagged[i])]
             for t in range(len(tasks)):
                 line += [f"{predictions.scores[i, t]:.6f}", int(grades[i, t]), f"{predictions.std[i, t]:.6f}",
                          int(flags[i, t])]

@@ -29,12 +29,26 @@ def _digest(items) -> str:
     return h.hexdigest()
 
 
+def dataset_crop(data_dir) -> dict | None:
+    """The crop geometry an importer recorded in the dataset's own ``dataset.json``
+    (``importers``), or None (a synthetic or hand-made dataset)."""
+    try:
+        record = json.loads((pathlib.Path(data_dir) / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    crop = record.get("crop") if isinstance(record, dict) else None
+    return crop if isinstance(crop, dict) else None
+
+
 def fingerprint(data_dir, rows, splits: dict[str, str]) -> dict:
-    """The record of a dataset as a run sees it (``rows``: data.VolumeRow)."""
+    """The record of a dataset as a run sees it (``rows``: data.VolumeRow), with
+    the imported crop geometry if any: ``spinerank predict`` cuts whole series
+    the way the training crops were cut."""
     labels = [[r.ivd_id, r.subject_id, r.level, r.sequence, r.centre, list(r.grades)] for r in rows]
     return {"data": str(pathlib.Path(data_dir).resolve()), "volumes": len(rows),
             "subjects": len(splits), "labels_sha256": _digest(labels),
-            "splits_sha256": _digest([[s, split] for s, split in splits.items()])}
+            "splits_sha256": _digest([[s, split] for s, split in splits.items()]),
+            "crop": dataset_crop(data_dir)}
 
 
 def write(run, record: dict) -> None:

@@ -1,8 +1,9 @@
 """The grading tasks (SPEC §2): names, number of grades, T1 masking, left/right pairs.
 
 The table is configuration: ``TaskTable.from_config`` reads it from a list of
-dicts (e.g. the ``tasks`` entry of a run's YAML/JSON config); ``DEFAULT_TASKS``
-is the paper's table.
+dicts (e.g. the ``tasks`` entry of a run's YAML/JSON config), ``from_file`` from
+a dataset's ``tasks.json`` (written by the importers; used when the
+configuration names no table); ``DEFAULT_TASKS`` is the paper's table.
 """
 from __future__ import annotations
 
@@ -62,6 +63,23 @@ class TaskTable:
         if entries is None:
             return cls()
         return cls(tuple(Task(**dict(e)) for e in entries))
+
+    @classmethod
+    def from_file(cls, path) -> TaskTable:
+        """A dataset's ``tasks.json``: {"tasks": [{name, num_grades, masked_for, swap_with}, ...]}
+        (or the list alone); raises ValueError naming the file."""
+        import json
+        import pathlib
+
+        path = pathlib.Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            entries = data["tasks"] if isinstance(data, dict) else data
+            if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+                raise ValueError("expected {\"tasks\": [{\"name\": ..., \"num_grades\": ...}, ...]}")
+            return cls.from_config(entries)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"task table {path}: {exc}") from None
 
     def to_config(self) -> list[dict]:
         return [dataclasses.asdict(t) for t in self.tasks]

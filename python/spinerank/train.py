@@ -27,6 +27,7 @@ import json
 import math
 import pathlib
 import shutil
+import sys
 import time
 
 import numpy as np
@@ -76,6 +77,13 @@ class Trainer:
         rows = read_labels(config.data, self.tasks)
         splits = load_or_make_splits(config.data, rows, config.split_seed)
         self.dataset_record = provenance.fingerprint(config.data, rows, splits)
+        crop = self.dataset_record["crop"]
+        if crop and self.dist.is_main and list(crop.get("shape_hwd", [])) != [*config.volume_shape[1:],
+                                                                              config.volume_shape[0]]:
+            h, w, d = crop.get("shape_hwd", ["?"] * 3)
+            print(f"spinerank: warning: the dataset's crops are (H, W, D) ({h}, {w}, {d}) but volume_shape (D, H, W) "
+                  f"is {tuple(config.volume_shape)}: every crop is centre-cropped or zero-padded to it, which "
+                  "changes its field of view; import with --shape to match", file=sys.stderr)
         self.rows = split_rows(rows, splits)
         # Every volume training will read, checked now: a bad one stops the run before the first epoch.
         preflight(config.data, self.rows["train"] + self.rows["val"], progress=config.progress and self.dist.is_main)
