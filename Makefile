@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 
 SOURCES := pyproject.toml CMakeLists.txt $(wildcard cmake/* build_support/*.py csrc/*.* csrc/*/*.* spinerank_ext/*.py python/spinerank/*.py python/spinerank/*/*.py)
 
-.PHONY: demo test bench bench-cuda bench-ddp bench-smoke cuda-check clean
+.PHONY: demo test bench bench-cuda bench-ddp bench-import bench-smoke cuda-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ cuda-check:
 # 1 vs 2 processes (gloo) on the CPU, local vs global pairs (README, Scaling out).
 bench-ddp: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_ddp.py
+
+# spinerank import spider on scanner-sized phantoms: seconds per series, the full dataset's estimate.
+bench-import: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_import.py
+	$(BIN)/python benchmarks/render_table.py --readme docs/real-data.md
 
 # Every benchmark case once, untimed: they still check their results.
 bench-smoke: $(VENV)/.installed

@@ -175,9 +175,30 @@ def render_demo(data):
     return [demo_line(data), "", *body]
 
 
+def render_import(data):
+    """bench_import.py: seconds per series of a SPIDER import, and the whole dataset's estimate."""
+    m, ph, crop = data["machine"], data["phantoms"], data["crop"]
+    lines = [f"`{data['command']}` on {m['cpu_model']} ({m['cores']} cores, torch {m['torch']}), {data['date']}; "
+             f"1-minute load average {m['load_average_before'][0]:.2f} before the run. {ph['series']} phantom "
+             f"series of {ph['patients']} patients in SPIDER's layout at {ph['in_plane_mm']:g} mm in-plane "
+             f"(median {ph['median_series_voxels'] / 1e6:.1f} M voxels a series), cut into "
+             f"{' × '.join(map(str, crop['shape_hwd']))} crops.", "",
+             "| workers | series | crops | seconds | seconds per series |", "|---|---|---|---|---|"]
+    for run in data["runs"]:
+        lines.append(f"| {run['workers']} | {run['series']} | {run['volumes']} | {run['seconds']:.1f} | "
+                     f"{run['seconds_per_series']:.2f} |")
+    est = data["estimate"]
+    lines += ["", f"Estimate for SPIDER's {est['series']} series with {est['workers']} workers on this machine: "
+              f"about {est['minutes']:g} minutes (the seconds per series above times {est['series']}; real series "
+              "hold 15–24 slices of up to 512 × 512 voxels, the 41 SPACE series 120)."]
+    return lines
+
+
 def render(path):
     with open(path) as f:
         data = json.load(f)
+    if "phantoms" in data and "estimate" in data:
+        return "\n".join(render_import(data)).strip()
     if "result" in data and "command" in data:
         return "\n".join(render_demo(data)).strip()
     ops = {bench["extra_info"].get("op") for bench in data["benchmarks"]}
@@ -205,7 +226,8 @@ def update_readme(readme):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", nargs="?", help="a results file to print")
-    parser.add_argument("--readme", type=pathlib.Path, help="update this README's bench blocks")
+    parser.add_argument("--readme", type=pathlib.Path, help="update the bench blocks of this Markdown file "
+                        "(README.md, docs/real-data.md)")
     args = parser.parse_args()
     if args.readme:
         print(f"updated {update_readme(args.readme)} tables in {args.readme}")

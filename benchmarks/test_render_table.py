@@ -18,6 +18,18 @@ def test_readme_tables_match_the_committed_results(tmp_path):
     assert copy.read_text() == text, "README tables are stale: run python benchmarks/render_table.py --readme README.md"
 
 
+def test_docs_tables_match_the_committed_results(tmp_path):
+    docs = README.parent / "docs" / "real-data.md"
+    text = docs.read_text()
+    files = [m.group("file") for m in BLOCK.finditer(text)]
+    assert "import-spider.json" in files
+    copy = tmp_path / "real-data.md"
+    copy.write_text(text)
+    assert update_readme(copy) == len(files)
+    assert copy.read_text() == text, "docs tables are stale: run python benchmarks/render_table.py --readme " \
+        "docs/real-data.md"
+
+
 def test_loss_table_has_memory_ratios_and_every_case():
     data = json.loads((RESULTS / "cpu-pairwise_rank_loss.json").read_text())
     table = render(RESULTS / "cpu-pairwise_rank_loss.json")

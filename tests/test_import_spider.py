@@ -336,3 +336,18 @@ def test_predict_on_a_series_refuses_bad_requests(tmp_path, imported):
     points.write_text("level,x,y,z,nx,ny,nz\nL4/L5,1,2,3,0,0,0\n")
     with pytest.raises(ValueError, match="line 2: the normal"):
         read_disc_points(points)
+
+
+def test_a_disc_whose_crop_centre_misses_its_label_is_not_cut():
+    """A fragmented segmentation: two pieces of disc 201, 40 mm apart. Their mean
+    lies between them, on no disc: the crop would show the wrong place."""
+    mask = np.zeros((40, 60, 12), dtype=np.uint8)
+    mask[18:22, 5:15, 3:9] = 201
+    mask[18:22, 45:55, 3:9] = 201
+    image = np.ones(mask.shape, dtype=np.float32)
+    matrix = geometry.index_to_world([0.0, 0.0, 0.0], [4.0, 1.0, 1.0], np.eye(3).flatten())
+    result, problem = spider.disc_crop(geometry.Scan(image, matrix), geometry.Scan(mask, matrix), 201, GRID)
+    assert result is None and "centre is not inside the disc" in problem
+    mask[18:22, 25:35, 3:9] = 201  # joined: now the centre is on the disc
+    result, problem = spider.disc_crop(geometry.Scan(image, matrix), geometry.Scan(mask, matrix), 201, GRID)
+    assert problem is None and result[0].shape == GRID.shape

@@ -229,7 +229,8 @@ def normalise(crop: np.ndarray) -> tuple[np.ndarray, float]:
     low, high = np.percentile(values, CLIP_PERCENTILES)
     values = np.clip(values, low, high)
     std = values.std()
-    out[inside] = ((values - values.mean()) / std if std > 0 else 0.0).astype(np.float32)
+    if std > 0:  # a constant crop (a blank region) stays 0
+        out[inside] = ((values - values.mean()) / std).astype(np.float32)
     return out, fraction
 
 
@@ -244,4 +245,5 @@ def nifti_bytes(crop: np.ndarray, affine_ras: np.ndarray) -> bytes:
     image.header.set_qform(affine_ras, code=1)
     image.header.set_sform(affine_ras, code=1)
     image.header.set_xyzt_units("mm")
-    return gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)
+    # Level 1: float32 crops shrink little more at higher levels (~10 %) but take ~4x as long.
+    return gzip.compress(image.to_bytes(), compresslevel=1, mtime=0)

@@ -578,7 +578,8 @@ def _write_csv(path, header, rows):
         writer.writerows(rows)
 
 
-def write_spider(root, patients: int = 3, seed: int = 0, *, compress: str = "mixed", quirks: bool = True) -> dict:
+def write_spider(root, patients: int = 3, seed: int = 0, *, compress: str = "mixed", quirks: bool = True,
+                 in_plane_mm: float | None = None) -> dict:
     """Writes a SPIDER-layout folder of phantoms under ``root`` and returns its truth.
 
     Patients are numbered 1..patients, each with 6-8 vertebrae; every patient has a t1 and
@@ -588,7 +589,8 @@ def write_spider(root, patients: int = 3, seed: int = 0, *, compress: str = "mix
     ``IVD label`` 0 row (for the second patient, or the only one) and an ungraded top
     disc (patient 1). In overview.csv, ``SpacingBetweenSlices`` is the true slice spacing and
     ``PixelSpacing`` is ``[row, column]`` spacing with the faster in-plane index axis taken
-    as the column axis. Returns::
+    as the column axis. ``in_plane_mm`` replaces every series' in-plane spacing (e.g. 0.6
+    for scanner-sized series of ~16 x 550 x 320 voxels, for benchmarks). Returns::
 
         {"series": {stem: {"patient", "seq", "discs", "phantom", "image", "mask",
                            "axis_order", "oblique", "compressed"}},
@@ -623,6 +625,10 @@ def write_spider(root, patients: int = 3, seed: int = 0, *, compress: str = "mix
             else:
                 layout = _LAYOUTS[t1t2_count % len(_LAYOUTS)]
                 t1t2_count += 1
+            if in_plane_mm is not None:
+                spacing = [float(in_plane_mm)] * 3
+                spacing[layout.slice_axis] = layout.spacing[layout.slice_axis]
+                layout = dataclasses.replace(layout, spacing=tuple(spacing))
             number = len(series)
             stem = f"{patient}_{seq}"
             grid = _series_grid(phantom, layout, rng)

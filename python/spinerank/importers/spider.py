@@ -328,10 +328,9 @@ def disc_crop(scan: geometry.Scan, mask: geometry.Scan, label: int, grid: geomet
         frame = geometry.disc_frame(mask.world_of_indices(kji))
     except ValueError as exc:
         return None, f"disc label {label}: {exc}"
-    check = geometry.resample(mask, frame, grid, order=0)
-    centre = [n // 2 for n in grid.shape]
+    # The mask on a small grid of the crop's spacing around the centre: the disc's label must be there.
     r = MASK_CHECK_RADIUS
-    around = check[tuple(slice(max(0, c - r), c + r + 1) for c in centre)]
+    around = geometry.resample(mask, frame, geometry.CropGrid((2 * r + 1,) * 3, grid.spacing), order=0)
     if not (around == label).any():
         return None, (f"disc label {label}: its crop's centre is not inside the disc in the mask (a fragmented or "
                       "strongly curved segmentation)")
