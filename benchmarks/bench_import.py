@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from spinerank.importers import geometry, phantom, spider
+from spinerank.importers import common, geometry, phantom, spider
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 #: SPIDER's series (DATASETS.md §1.1): 196 t1, 210 t2, 41 t2_SPACE.
@@ -39,7 +39,7 @@ def cpu_model() -> str:
 
 
 def series_voxels(root: pathlib.Path) -> list[int]:
-    return [int(np.prod(spider.read_scan(p).array.shape)) for p in sorted((root / "images").glob("*.mha"))]
+    return [int(np.prod(common.read_image(p).array.shape)) for p in sorted((root / "images").glob("*.mha"))]
 
 
 def timed_import(src, out, workers: int) -> dict:

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel  # noqa: E402
 import numpy as np  # noqa: E402
 
-from spinerank.importers import geometry, phantom, spider  # noqa: E402
+from spinerank.importers import common, geometry, phantom, spider  # noqa: E402
 
 
 def sagittal_view(scan: geometry.Scan, centre_lps, extent_mm=(330.0, 190.0), spacing=0.5):
@@ -37,7 +37,7 @@ def main(out: pathlib.Path) -> None:
         data = pathlib.Path(tmp) / "data"
         spider.import_spider(root, data, workers=1, progress=False)
         stem, series = next((s, v) for s, v in truth["series"].items() if v["seq"] == "t2")
-        scan = spider.read_scan(series["image"])
+        scan = common.read_image(series["image"])
         discs = series["discs"]
         centre = np.mean([d.centre for d in discs], axis=0)
         view, view_frame, view_grid = sagittal_view(scan, centre)

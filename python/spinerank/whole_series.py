@@ -26,7 +26,8 @@ import sys
 import numpy as np
 
 from .importers import geometry
-from .importers.spider import DISC_LABEL_OFFSET, LEVELS, disc_crop, disc_labels, read_scan
+from .importers.common import read_image as read_scan
+from .importers.spider import DISC_LABEL_OFFSET, LEVELS, disc_crop, disc_labels
 
 #: The columns a whole-series prediction adds after ``file``.
 COLUMNS = ("disc", "level", "centre_r", "centre_a", "centre_s", "in_field")

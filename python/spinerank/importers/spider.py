@@ -30,22 +30,17 @@ under a temporary name and renamed, so none is ever half-written).
 """
 from __future__ import annotations
 
-import concurrent.futures
-import csv
 import dataclasses
-import hashlib
-import io
 import json
-import os
 import pathlib
 import re
 import time
 
 import numpy as np
 
-from ..checkpoint import atomic_write, atomic_write_text
+from ..checkpoint import atomic_write_text
 from ..tasks import Task, TaskTable
-from . import geometry
+from . import common, geometry
 
 SOURCE = {"name": "SPIDER", "citation": "van der Graaf et al., Lumbar spine segmentation in MR images: a dataset "
           "and a public benchmark. Sci Data 11, 264 (2024), doi:10.1038/s41597-024-03090-w",
@@ -92,15 +87,10 @@ MIN_DISC_VOXELS = 8
 
 LABEL_COLUMNS = ("ivd_id", "subject_id", "level", "sequence", "centre", *TASKS.names, "modic_type", "series",
                  "in_field")
-REPORT_COLUMNS = ("kind", "patient", "series", "ivd_label", "file", "line", "reason")
+REPORT_COLUMNS = common.REPORT_COLUMNS
 SPLIT_CHOICES = ("stratified", "spider")
 #: Bump when the crops an import writes change: records of older imports are then redone.
 IMPORTER_VERSION = 1
-
-
-def _report(kind, reason, *, patient="", series="", ivd_label="", file="", line="") -> dict:
-    return {"kind": kind, "patient": patient, "series": series, "ivd_label": ivd_label, "file": str(file),
-            "line": line, "reason": reason}
 
 
 # ---------------------------------------------------------------------------
@@ -148,27 +138,6 @@ def find_source(src) -> Source:
                             "masks.zip), overview.csv and radiological_gradings.csv")
 
 
-def _read_csv(path: pathlib.Path, required) -> tuple[list[str], list[tuple[int, dict]]]:
-    """(header, [(line, record)]) of a CSV; raises naming the file when it is not
-    UTF-8 or lacks a required column (with the columns it has)."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    try:
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        reader.fieldnames = header
-        records = [(reader.line_num, record) for record in reader]
-    except csv.Error as exc:
-        raise ValueError(f"{path}, line {reader.line_num}: {exc}") from None
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} (spelled as in SPIDER's "
-                         f"file; it has {', '.join(repr(h) for h in header) or 'no header'})")
-    return header, records
-
-
 @dataclasses.dataclass(frozen=True)
 class SeriesInfo:
     stem: str
@@ -188,15 +157,15 @@ def _centre(record: dict) -> str:
 
 def read_overview(path: pathlib.Path) -> tuple[dict[str, SeriesInfo], list[dict]]:
     """Series stem -> its scanner and subset; the report rows of unusable lines."""
-    _, records = _read_csv(path, OVERVIEW_COLUMNS)
+    _, records = common.read_csv(path, OVERVIEW_COLUMNS)
     series, report = {}, []
     for line, record in records:
         stem = (record["new_file_name"] or "").strip()
         if not stem:
-            report.append(_report("series", "overview.csv row without new_file_name", file=path, line=line))
+            report.append(common.report_row("series", "overview.csv row without new_file_name", file=path, line=line))
             continue
         if stem in series:
-            report.append(_report("series", f"{stem} listed twice in overview.csv (line {series[stem].line} kept)",
+            report.append(common.report_row("series", f"{stem} listed twice in overview.csv (line {series[stem].line} kept)",
                                   series=stem, file=path, line=line))
             continue
         series[stem] = SeriesInfo(stem, _centre(record), (record["subset"] or "").strip(), line)
@@ -215,21 +184,21 @@ def read_gradings(path: pathlib.Path) -> tuple[dict[tuple[int, int], dict], list
     """(patient, IVD label) -> {task: grade (-1 missing), "modic_type": file value
     or ""}; the report rows of skipped lines and of values outside the documented
     ones (those grades are left missing, the rest of the row is kept)."""
-    _, records = _read_csv(path, (*GRADING_KEYS, *GRADING_COLUMNS))
+    _, records = common.read_csv(path, (*GRADING_KEYS, *GRADING_COLUMNS))
     gradings, report = {}, []
     for line, record in records:
         patient, ivd = (_file_value((record[k] or "").strip()) for k in GRADING_KEYS)
         if patient is None or ivd is None or patient < 0:
-            report.append(_report("grading", f"Patient {record['Patient']!r} / IVD label {record['IVD label']!r} "
+            report.append(common.report_row("grading", f"Patient {record['Patient']!r} / IVD label {record['IVD label']!r} "
                                   "are not integers; row skipped", file=path, line=line))
             continue
         if ivd < 1:
-            report.append(_report("grading", f"IVD label {ivd} names no disc (the mask's discs are 200 + IVD "
+            report.append(common.report_row("grading", f"IVD label {ivd} names no disc (the mask's discs are 200 + IVD "
                                   "label, from 201); row skipped", patient=patient, ivd_label=ivd, file=path,
                                   line=line))
             continue
         if (patient, ivd) in gradings:
-            report.append(_report("grading", f"patient {patient}, IVD label {ivd} graded twice (line "
+            report.append(common.report_row("grading", f"patient {patient}, IVD label {ivd} graded twice (line "
                                   f"{gradings[patient, ivd]['line']} kept); row skipped", patient=patient,
                                   ivd_label=ivd, file=path, line=line))
             continue
@@ -241,7 +210,7 @@ def read_gradings(path: pathlib.Path) -> tuple[dict[tuple[int, int], dict], list
                 grades[task] = -1
             elif value not in allowed:
                 grades[task] = -1
-                report.append(_report("grade", f"column {column!r}: {cell!r} is not one of "
+                report.append(common.report_row("grade", f"column {column!r}: {cell!r} is not one of "
                                       f"{', '.join(map(str, allowed))}; {task} left missing for this disc",
                                       patient=patient, ivd_label=ivd, file=path, line=line))
             else:
@@ -259,37 +228,6 @@ def parse_series_name(stem: str) -> tuple[int, str] | None:
     """(patient, file-name sequence) of ``<patient>_<t1|t2|t2_SPACE>``, else None."""
     match = _SERIES_NAME.match(stem)
     return (int(match.group(1)), match.group(2)) if match else None
-
-
-# ---------------------------------------------------------------------------
-# Reading scans
-
-
-def read_scan(path) -> geometry.Scan:
-    """A scan (``.mha``, ``.nii.gz``, anything SimpleITK reads) with its geometry;
-    raises ValueError naming the file when it cannot be read."""
-    try:
-        import SimpleITK as sitk
-    except ImportError:
-        raise ValueError("reading .mha scans needs SimpleITK: pip install 'spinerank_ext[data]' "
-                         "(or pip install SimpleITK)") from None
-    path = pathlib.Path(path)
-    try:
-        image = sitk.ReadImage(str(path))
-        if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-            raise ValueError(f"it is {image.GetDimension()}-D with {image.GetNumberOfComponentsPerPixel()} "
-                             "component(s) per voxel; expected a 3-D scalar image")
-        array = sitk.GetArrayFromImage(image)
-    except Exception as exc:  # SimpleITK raises RuntimeError with ITK's message
-        message = str(exc).strip().splitlines()
-        detail = next((m.strip() for m in message if "ERROR" in m.upper() or "exception" in m.lower()),
-                      message[-1].strip() if message else type(exc).__name__)
-        raise ValueError(f"{path} cannot be read: {detail}") from None
-    matrix = geometry.index_to_world(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
-    if not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix[:3, :3])) < 1e-9:
-        raise ValueError(f"{path} has an unusable geometry (spacing {image.GetSpacing()}, direction "
-                         f"{image.GetDirection()})")
-    return geometry.Scan(array, matrix, str(path))
 
 
 # ---------------------------------------------------------------------------
@@ -345,40 +283,39 @@ def import_series(job: SeriesJob) -> dict:
     rows, report = [], []
     here = dict(patient=job.patient, series=job.stem)
     try:
-        scan, mask = read_scan(job.image), read_scan(job.mask)
+        scan, mask = common.read_image(job.image), common.read_image(job.mask)
     except ValueError as exc:
-        return {"rows": [], "report": [_report("series", str(exc), **here, file=job.image)], "seconds": 0.0}
+        return {"rows": [], "report": [common.report_row("series", str(exc), **here, file=job.image)], "seconds": 0.0}
     if mask.array.dtype.kind not in "iub":
-        return {"rows": [], "report": [_report("series", f"mask {job.mask} holds {mask.array.dtype} values; "
+        return {"rows": [], "report": [common.report_row("series", f"mask {job.mask} holds {mask.array.dtype} values; "
                                                "a label mask holds integers", **here, file=job.mask)],
                 "seconds": 0.0}
     if not scan.same_grid(mask):
-        return {"rows": [], "report": [_report(
+        return {"rows": [], "report": [common.report_row(
             "series", f"image {job.image} ({scan.describe()}) and mask {job.mask} ({mask.describe()}) are not on "
             "the same grid (size, origin, spacing and direction must match)", **here, file=job.mask)],
             "seconds": 0.0}
     if not np.isfinite(scan.array).all():
-        return {"rows": [], "report": [_report("series", f"image {job.image} holds NaN or infinite values",
+        return {"rows": [], "report": [common.report_row("series", f"image {job.image} holds NaN or infinite values",
                                                **here, file=job.image)], "seconds": 0.0}
     in_mask = disc_labels(mask.array)
     for label in sorted(set(in_mask) - {DISC_LABEL_OFFSET + i for i in job.gradings}):
-        report.append(_report("disc", f"mask disc {label} (IVD label {label - DISC_LABEL_OFFSET}) has no row in "
+        report.append(common.report_row("disc", f"mask disc {label} (IVD label {label - DISC_LABEL_OFFSET}) has no row in "
                               "radiological_gradings.csv", **here, ivd_label=label - DISC_LABEL_OFFSET,
                               file=job.mask))
     for ivd in sorted(job.gradings):
         label = DISC_LABEL_OFFSET + ivd
         if label not in in_mask:
-            report.append(_report("disc", f"graded disc IVD label {ivd} (mask label {label}) is not in the mask",
+            report.append(common.report_row("disc", f"graded disc IVD label {ivd} (mask label {label}) is not in the mask",
                                   **here, ivd_label=ivd, file=job.mask))
             continue
         result, problem = disc_crop(scan, mask, label, job.grid)
         if problem:
-            report.append(_report("disc", problem, **here, ivd_label=ivd, file=job.mask))
+            report.append(common.report_row("disc", problem, **here, ivd_label=ivd, file=job.mask))
             continue
         crop, fraction, frame = result
-        name = f"{ivd_id(job.patient, ivd)}_{job.sequence}.nii.gz"
-        data = geometry.nifti_bytes(crop, frame.affine_ras(job.grid))
-        atomic_write(pathlib.Path(job.volumes) / name, lambda f: f.write(data), durable=False)
+        common.write_crop(job.volumes, f"{ivd_id(job.patient, ivd)}_{job.sequence}.nii.gz", crop,
+                          frame.affine_ras(job.grid))
         grades = job.gradings[ivd]
         rows.append({"ivd_id": ivd_id(job.patient, ivd), "subject_id": str(job.patient),
                      "level": LEVELS.get(ivd, f"IVD{ivd}"), "sequence": job.sequence, "centre": job.centre,
@@ -391,44 +328,12 @@ def import_series(job: SeriesJob) -> dict:
 # The whole import
 
 
-def _file_stamp(path: str) -> list:
-    stat = os.stat(path)
-    return [stat.st_size, stat.st_mtime_ns]
-
-
 def _job_key(job: SeriesJob) -> str:
     """What a series' crops depend on: the importer, the grid, both files and the gradings."""
-    content = {"version": IMPORTER_VERSION, "grid": dataclasses.asdict(job.grid), "sequence": job.sequence,
-               "centre": job.centre, "image": _file_stamp(job.image), "mask": _file_stamp(job.mask),
-               "gradings": {str(k): v for k, v in sorted(job.gradings.items())}}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
-
-
-def _clean_partial_files(out: pathlib.Path) -> int:
-    """Temporary files an interrupted import left (atomic_write's ``.<name>.*.tmp``)."""
-    removed = 0
-    for folder in (out, out / "volumes", out / ".import"):
-        if folder.is_dir():
-            for tmp in folder.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
-                removed += 1
-    return removed
-
-
-def _check_out(out: pathlib.Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / ".import").is_dir():
-        raise ValueError(f"--out {out} is not empty and holds no earlier SPIDER import (.import/); give an empty "
-                         "or new folder")
-
-
-def _csv_text(columns, rows) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+    return common.content_key({"version": IMPORTER_VERSION, "grid": dataclasses.asdict(job.grid),
+                               "sequence": job.sequence, "centre": job.centre, "image": common.file_stamp(job.image),
+                               "mask": common.file_stamp(job.mask),
+                               "gradings": {str(k): v for k, v in sorted(job.gradings.items())}})
 
 
 def _jobs(source: Source, out: pathlib.Path, grid, overview, gradings) -> tuple[list[SeriesJob], list[dict]]:
@@ -443,7 +348,7 @@ def _jobs(source: Source, out: pathlib.Path, grid, overview, gradings) -> tuple[
         stem = image.name[:-len(".mha")]
         parsed = parse_series_name(stem)
         if parsed is None:
-            report.append(_report("series", f"{image.name} is not named <patient>_<t1|t2|t2_SPACE>.mha; skipped",
+            report.append(common.report_row("series", f"{image.name} is not named <patient>_<t1|t2|t2_SPACE>.mha; skipped",
                                   series=stem, file=image))
             continue
         patient, seq = parsed
@@ -453,18 +358,18 @@ def _jobs(source: Source, out: pathlib.Path, grid, overview, gradings) -> tuple[
                   f"not listed in {source.overview}" if info is None else
                   f"patient {patient} has no row in {source.gradings}" if patient not in by_patient else None)
         if reason:
-            report.append(_report("series", f"{reason}; series skipped", patient=patient, series=stem, file=image))
+            report.append(common.report_row("series", f"{reason}; series skipped", patient=patient, series=stem, file=image))
             continue
         jobs.append(SeriesJob(stem, patient, SEQUENCES[seq], str(image), str(mask), info.centre,
                               by_patient[patient], grid, str(out / "volumes")))
     on_disk = {p.name[:-len(".mha")] for p in images}
     for stem, info in sorted(overview.items()):
         if stem not in on_disk:
-            report.append(_report("series", f"listed in overview.csv but {source.images / (stem + '.mha')} does "
+            report.append(common.report_row("series", f"listed in overview.csv but {source.images / (stem + '.mha')} does "
                                   "not exist", series=stem, file=source.overview, line=info.line))
     imaged = {parsed[0] for parsed in map(parse_series_name, on_disk) if parsed}
     for patient in sorted(set(by_patient) - imaged):
-        report.append(_report("grading", f"patient {patient} is graded but has no image in {source.images}",
+        report.append(common.report_row("grading", f"patient {patient} is graded but has no image in {source.images}",
                               patient=patient, file=source.gradings))
     return jobs, report
 
@@ -483,7 +388,7 @@ def spider_splits(rows: list[dict], overview: dict[str, SeriesInfo], seed: int =
     training = []
     for subject, subsets in sorted(subset_of.items()):
         if subsets - {"training", "validation"} or len(subsets) > 1:
-            report.append(_report("patient", f"overview.csv gives patient {subject} the subset(s) "
+            report.append(common.report_row("patient", f"overview.csv gives patient {subject} the subset(s) "
                                   f"{', '.join(sorted(subsets))}; put in the test split", patient=subject))
         if subsets == {"training"}:
             training.append(subject)
@@ -511,10 +416,7 @@ def import_spider(src, out, *, grid: geometry.CropGrid | None = None, workers: i
     except ImportError:
         raise ValueError("importing SPIDER needs SimpleITK to read .mha: pip install 'spinerank_ext[data]'") from None
     out = pathlib.Path(out)
-    _check_out(out)
-    (out / "volumes").mkdir(parents=True, exist_ok=True)
-    (out / ".import").mkdir(exist_ok=True)
-    _clean_partial_files(out)
+    common.prepare_out(out, "SPIDER")
     overview, report = read_overview(source.overview)
     gradings, graded_report = read_gradings(source.gradings)
     report += graded_report
@@ -523,46 +425,13 @@ def import_spider(src, out, *, grid: geometry.CropGrid | None = None, workers: i
     if not jobs:
         raise ValueError(f"no SPIDER series could be imported from {source.root}: "
                          + "; ".join(r["reason"] for r in report[:5]))
-
-    results: dict[str, dict] = {}
-    pending = []
-    for job in jobs:
-        record = out / ".import" / f"{job.stem}.json"
-        key = _job_key(job)
-        try:
-            saved = json.loads(record.read_text())
-        except (OSError, ValueError):
-            saved = None
-        if isinstance(saved, dict) and saved.get("key") == key and all(
-                (out / "volumes" / f"{r['ivd_id']}_{r['sequence']}.nii.gz").is_file() for r in saved["rows"]):
-            results[job.stem] = saved
-        else:
-            pending.append((job, key))
-    from tqdm.auto import tqdm
-
-    workers = max(1, min(workers or os.cpu_count() or 1, len(pending) or 1))
-    bar = tqdm(total=len(jobs), initial=len(results), desc="import spider", unit="series", disable=not progress)
-
-    def finish(job, key, result):
-        result = {"key": key, **result}
-        atomic_write_text(out / ".import" / f"{job.stem}.json", json.dumps(result) + "\n")
-        results[job.stem] = result
-        bar.update()
-
-    if workers == 1:
-        for job, key in pending:
-            finish(job, key, import_series(job))
-    else:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(import_series, job): (job, key) for job, key in pending}
-            for future in concurrent.futures.as_completed(futures):
-                finish(*futures[future], future.result())
-    bar.close()
-
+    results = common.run_jobs({job.stem: job for job in jobs}, {job.stem: _job_key(job) for job in jobs},
+                              import_series, out, workers=workers, progress=progress, desc="import spider",
+                              unit="series")
     rows = [row for job in jobs for row in results[job.stem]["rows"]]
     report += [r for job in jobs for r in results[job.stem]["report"]]
     if not rows:
-        atomic_write_text(out / "import_report.csv", _csv_text(REPORT_COLUMNS, report))
+        atomic_write_text(out / "import_report.csv", common.csv_text(REPORT_COLUMNS, report))
         raise ValueError(f"no disc of {len(jobs)} SPIDER series could be cropped; see {out / 'import_report.csv'}")
     rows.sort(key=lambda r: (int(r["subject_id"]), r["ivd_id"], r["sequence"]))
     if split == "spider":
@@ -575,7 +444,7 @@ def import_spider(src, out, *, grid: geometry.CropGrid | None = None, workers: i
     seconds = [results[j.stem]["seconds"] for j in jobs if results[j.stem].get("seconds")]
     summary = {
         "source": {**SOURCE, "folder": str(source.root.resolve())},
-        "importer": {"name": "spider", "version": IMPORTER_VERSION, "split": split, "workers": workers},
+        "importer": {"name": "spider", "version": IMPORTER_VERSION, "split": split, "workers": workers or "all CPUs"},
         "crop": {**grid.to_dict(), "axes": "rows: disc normal, superior -> inferior; columns: anterior -> "
                  "posterior in the disc plane; slices: the patient's left -> right",
                  "frame": "centre and normal from the disc's mask voxels in world mm (geometry.disc_frame)",
@@ -590,13 +459,12 @@ def import_spider(src, out, *, grid: geometry.CropGrid | None = None, workers: i
                    "series_imported": sum(bool(results[j.stem]["rows"]) for j in jobs),
                    "volumes": len(rows), "discs": len({r["ivd_id"] for r in rows}),
                    "subjects": len({r["subject_id"] for r in rows}),
-                   "skipped": {kind: sum(r["kind"] == kind for r in report) for kind in sorted({r["kind"] for r
-                                                                                              in report})}},
+                   "skipped": common.skipped_counts(report)},
         "seconds": {"total": round(time.perf_counter() - started, 2),
                     "per_series_median": round(float(np.median(seconds)), 3) if seconds else None},
     }
-    atomic_write_text(out / "labels.csv", _csv_text(LABEL_COLUMNS, rows))
+    atomic_write_text(out / "labels.csv", common.csv_text(LABEL_COLUMNS, rows))
     atomic_write_text(out / "tasks.json", json.dumps({"tasks": TASKS.to_config()}, indent=2) + "\n")
-    atomic_write_text(out / "import_report.csv", _csv_text(REPORT_COLUMNS, report))
+    atomic_write_text(out / "import_report.csv", common.csv_text(REPORT_COLUMNS, report))
     atomic_write_text(out / "dataset.json", json.dumps(summary, indent=2) + "\n")
     return summary
