@@ -14,8 +14,10 @@
     spinerank ablate --what heads --data DIR --out DIR [--heads mlp linear kan transformer] [--preset ...]
     spinerank predict --checkpoint RUN/best.pt [--tta] --out preds.csv FILES_OR_DIRS...
     spinerank predict --checkpoint RUN/best.pt --mask MASK|--disc-points CSV --out preds.csv SERIES
+    spinerank predict --checkpoint RUN/best.pt --dicom SERIES_DIR --disc-points CSV --out preds.csv
     spinerank demo --out DIR [--all-methods] [--subjects N]
     spinerank import spider SRC --out DIR [--shape H W D] [--spacing ROW COL SLICE] [--split stratified|spider]
+    spinerank import rsna SRC --out DIR [--shape H W D] [--spacing ROW COL SLICE]
 """
 from __future__ import annotations
 
@@ -176,8 +178,10 @@ def _ablate(args) -> None:
 def _predict(args) -> int:
     from .predict import EXIT_SKIPPED, predict
 
+    if not args.inputs and args.dicom is None:
+        raise ValueError("give the volumes to predict (files or folders), or a whole series with --dicom")
     result = predict(args.checkpoint, args.inputs, args.out, tta=args.tta, device=args.device,
-                     progress=not args.quiet, mask=args.mask, disc_points=args.disc_points)
+                     progress=not args.quiet, mask=args.mask, disc_points=args.disc_points, dicom=args.dicom)
     skipped = (f"; skipped {len(result['skipped'])} input(s) (missing, unreadable or too small; see above)"
                if result["skipped"] else "")
     small = f"; {len(result['small'])} flagged small_input" if result["small"] else ""
@@ -189,16 +193,24 @@ def _predict(args) -> int:
 
 def _import(args) -> None:
     from .importers import geometry
-    from .importers.spider import import_spider
 
     grid = geometry.CropGrid(tuple(args.shape), tuple(args.spacing))
-    summary = import_spider(args.src, args.out, grid=grid, workers=args.workers, split=args.split,
-                            progress=not args.quiet)
+    if args.source == "spider":
+        from .importers.spider import import_spider
+
+        summary = import_spider(args.src, args.out, grid=grid, workers=args.workers, split=args.split,
+                                progress=not args.quiet)
+        what = f"{summary['counts']['subjects']} patients, {summary['counts']['series_imported']} series"
+    else:
+        from .importers.rsna import import_rsna
+
+        summary = import_rsna(args.src, args.out, grid=grid, workers=args.workers, progress=not args.quiet)
+        what = f"{summary['counts']['subjects']} studies; {summary['counts']['axial_series_not_read']} axial series " \
+               "not read"
     counts = summary["counts"]
     skipped = ", ".join(f"{n} {kind}" for kind, n in counts["skipped"].items()) or "nothing"
-    print(f"imported {counts['volumes']} volumes of {counts['discs']} discs ({counts['subjects']} patients, "
-          f"{counts['series_imported']} series) into {args.out} in {summary['seconds']['total']:.1f} s; "
-          f"skipped: {skipped} (see {args.out}/import_report.csv)")
+    print(f"imported {counts['volumes']} volumes of {counts['discs']} discs ({what}) into {args.out} in "
+          f"{summary['seconds']['total']:.1f} s; skipped: {skipped} (see {args.out}/import_report.csv)")
 
 
 def _demo(args) -> None:
@@ -331,12 +343,15 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", required=True, help="RUN/best.pt (its RUN/thresholds.json grades the scores)")
     tta_flag(r, False)
     r.add_argument("--out", required=True, help="CSV to write")
-    r.add_argument("inputs", nargs="+", help="volume files or folders; with --mask or --disc-points: the one whole "
+    r.add_argument("inputs", nargs="*", help="volume files or folders; with --mask or --disc-points: the one whole "
                    "sagittal series (.mha, .nii.gz, ... as SimpleITK reads)")
     r.add_argument("--mask", help="a label mask of the series in SPIDER's scheme (discs 201, 202, ... from the "
                    "bottom): every disc is cut out as the run's imported training crops were, one row per disc")
     r.add_argument("--disc-points", metavar="CSV", help="disc centres of the series instead of a mask: columns "
-                   "level, x, y, z in world RAS mm, optionally the normal nx, ny, nz")
+                   "level, x, y, z in world RAS mm, optionally the normal nx, ny, nz; with --dicom also level, "
+                   "instance_number, x, y (pixel coordinates on an instance, as the RSNA 2024 coordinates file)")
+    r.add_argument("--dicom", metavar="SERIES_DIR", help="a DICOM series folder (.dcm files) as the whole series, "
+                   "with --disc-points")
     r.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(handler=_predict)
@@ -346,6 +361,22 @@ def parser() -> argparse.ArgumentParser:
     from .importers.geometry import CropGrid
 
     default_grid = CropGrid()
+
+    def grid_flags(command):
+        command.add_argument(
+            "--shape", type=int, nargs=3, default=default_grid.shape, metavar=("H", "W", "D"),
+            help="crop size: rows (along the disc normal), columns (anterior -> posterior), slices (left -> right); "
+            f"default {' '.join(map(str, default_grid.shape))}, the paper preset's volume")
+        command.add_argument(
+            "--spacing", type=float, nargs=3, default=default_grid.spacing, metavar=("ROW", "COL", "SLICE"),
+            help="crop spacing in mm; default " + " ".join(f"{v:g}" for v in default_grid.spacing)
+            + f" ({' x '.join(f'{v:g}' for v in default_grid.extent_mm)} mm)")
+
+    def run_flags(command):
+        command.add_argument("--workers", type=int, help="processes (default: the available CPUs)")
+        command.add_argument("--quiet", action="store_true", help="no progress bar")
+        command.set_defaults(handler=_import)
+
     sp = sources.add_parser(
         "spider", help="SPIDER (Zenodo 10159290): sagittal .mha series, masks and per-disc gradings",
         description="Cuts every graded disc of every SPIDER series into a crop centred on and aligned with the "
@@ -355,18 +386,24 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("src", help="the folder holding images/, masks/, overview.csv and radiological_gradings.csv "
                     "(or one folder above it)")
     sp.add_argument("--out", required=True, help="dataset folder to write (new, empty, or an earlier import)")
-    sp.add_argument("--shape", type=int, nargs=3, default=default_grid.shape, metavar=("H", "W", "D"),
-                    help="crop size: rows (along the disc normal), columns (anterior -> posterior), slices "
-                    f"(left -> right); default {' '.join(map(str, default_grid.shape))}, the paper preset's volume")
-    sp.add_argument("--spacing", type=float, nargs=3, default=default_grid.spacing, metavar=("ROW", "COL", "SLICE"),
-                    help="crop spacing in mm; default " + " ".join(f"{v:g}" for v in default_grid.spacing)
-                    + f" ({' x '.join(f'{v:g}' for v in default_grid.extent_mm)} mm)")
+    grid_flags(sp)
     sp.add_argument("--split", choices=["stratified", "spider"], default="stratified",
                     help="stratified: train makes the project's patient-level 80/10/10 split (default); spider: "
                     "SPIDER's validation patients are the test split, its training patients train and val (8:2)")
-    sp.add_argument("--workers", type=int, help="processes (default: the available CPUs)")
-    sp.add_argument("--quiet", action="store_true", help="no progress bar")
-    sp.set_defaults(handler=_import)
+    run_flags(sp)
+
+    rs = sources.add_parser(
+        "rsna", help="RSNA 2024 Lumbar Spine Degenerative Classification (Kaggle): DICOM studies, levels, points",
+        description="Cuts every labelled level of every study from its sagittal T2/STIR and T1 series into a crop "
+        "centred on the level's Spinal Canal Stenosis point (or its foramina's midpoint) and aligned with the "
+        "spine, writes labels.csv (5 tasks, K = 3), tasks.json, volumes/*.nii.gz (affines to the scan's world "
+        "coordinates), import_report.csv and dataset.json. Needs pydicom (pip install 'spinerank_ext[data]'). "
+        "Axial series are not read. A rerun into the same --out reuses the studies already imported.")
+    rs.add_argument("src", help="the folder holding train.csv, train_label_coordinates.csv, "
+                    "train_series_descriptions.csv and train_images/ (or one folder above it)")
+    rs.add_argument("--out", required=True, help="dataset folder to write (new, empty, or an earlier import)")
+    grid_flags(rs)
+    run_flags(rs)
 
     d = sub.add_parser("demo", help="synthesise a cohort, compare CE and SpineRankNet on it, write the reports")
     d.add_argument("--out", required=True)

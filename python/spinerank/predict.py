@@ -107,12 +107,13 @@ def _volume_items(files):
 
 
 def predict(checkpoint, inputs, out, tta: bool = False, device: str = "cpu", batch_size: int = 16,
-            progress: bool = True, mask=None, disc_points=None) -> dict:
+            progress: bool = True, mask=None, disc_points=None, dicom=None) -> dict:
     """Writes ``out`` (CSV: file, small_input, then per task score, grade, TTA
     std, borderline); returns {"predicted": n, "skipped": [(file, reason), ...],
     "small": [file, ...]}. Every skipped or small input is also reported on stderr.
 
-    With ``mask`` or ``disc_points`` the one input is a whole series: every disc
+    With ``mask`` or ``disc_points`` the one input (or the DICOM series folder
+    ``dicom``) is a whole series: every disc
     is cut out as the run's training crops were (``whole_series``) and predicted; the
     CSV then also says which disc (``disc``, ``level``), where (``centre_r``,
     ``centre_a``, ``centre_s``: its centre in the scan's RAS mm) and how much of
@@ -121,10 +122,10 @@ def predict(checkpoint, inputs, out, tta: bool = False, device: str = "cpu", bat
     tasks = predictor.tasks
     thresholds = _thresholds(predictor, tta)
     skipped: list[tuple[str, str]] = []
-    if mask is not None or disc_points is not None:
+    if mask is not None or disc_points is not None or dicom is not None:
         from . import whole_series
 
-        items = whole_series.disc_items(predictor, inputs, mask=mask, disc_points=disc_points)
+        items = whole_series.disc_items(predictor, inputs, mask=mask, disc_points=disc_points, dicom_folder=dicom)
         extra = list(whole_series.COLUMNS)
         total = None
     else:

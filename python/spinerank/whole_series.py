@@ -12,7 +12,10 @@ run's dataset (``RUN/dataset.json``, ``crop``); the frame of each disc comes
   DICOM/ITK LPS coordinates), columns ``level, x, y, z`` and optionally the disc
   normal ``nx, ny, nz`` (either sign). Without a normal, the spine's local
   axis is used: the direction between the neighbouring discs' centres (with
-  one disc: the patient's superior-inferior axis).
+  one disc: the patient's superior-inferior axis). For a DICOM series
+  (``--dicom DIR``) the points may instead be given as the RSNA 2024
+  competition gives them: ``level, instance_number, x, y``, pixel coordinates
+  (x column, y row) on that instance of the series.
 """
 from __future__ import annotations
 
@@ -55,8 +58,9 @@ def crop_grid(predictor) -> geometry.CropGrid:
     return grid
 
 
-def read_disc_points(path) -> list[dict]:
-    """The discs of a ``--disc-points`` CSV: [{"level", "centre" (LPS), "normal" (LPS or None), "line"}]."""
+def read_disc_points(path, series=None) -> list[dict]:
+    """The discs of a ``--disc-points`` CSV: [{"level", "centre" (LPS), "normal"
+    (LPS or None), "line"}]. ``series`` (a dicom.Series) allows pixel coordinates."""
     path = pathlib.Path(path)
     try:
         text = path.read_bytes().decode("utf-8-sig")
@@ -67,6 +71,8 @@ def read_disc_points(path) -> list[dict]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [h.strip() for h in reader.fieldnames or []]
     reader.fieldnames = header
+    if "instance_number" in header:
+        return _pixel_points(path, reader, header, series)
     missing = [c for c in POINT_COLUMNS if c not in header]
     if missing:
         raise ValueError(f"--disc-points {path}: missing column(s) {', '.join(missing)}; expected level, x, y, z "
@@ -101,6 +107,34 @@ def read_disc_points(path) -> list[dict]:
     return points
 
 
+def _pixel_points(path, reader, header, series) -> list[dict]:
+    """level, instance_number, x, y: pixel coordinates on an instance of the --dicom series."""
+    if series is None:
+        raise ValueError(f"--disc-points {path} gives pixel coordinates (instance_number, x, y): they need the "
+                         "DICOM series they refer to (--dicom DIR)")
+    missing = [c for c in ("level", "x", "y") if c not in header]
+    if missing:
+        raise ValueError(f"--disc-points {path}: missing column(s) {', '.join(missing)}")
+    points = []
+    for record in reader:
+        line = reader.line_num
+        try:
+            number = int(float(record["instance_number"]))
+            x, y = float(record["x"]), float(record["y"])
+            if not (math.isfinite(x) and math.isfinite(y)):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ValueError(f"--disc-points {path}, line {line}: instance_number, x, y must be numbers") from None
+        instance = series.instances.get(number)
+        if instance is None:
+            raise ValueError(f"--disc-points {path}, line {line}: series {series.folder} has no instance {number}")
+        points.append({"level": (record.get("level") or "").strip(), "centre": instance.world(x, y), "normal": None,
+                       "line": line})
+    if not points:
+        raise ValueError(f"--disc-points {path} lists no disc")
+    return points
+
+
 def spine_normals(centres: np.ndarray) -> np.ndarray:
     """The local spine axis at each disc centre (LPS, N x 3): the direction
     between its neighbours along the spine (one-sided at the ends)."""
@@ -123,15 +157,28 @@ def _info(label, level, frame: geometry.DiscFrame, fraction: float) -> dict:
             "in_field": f"{fraction:.3f}"}
 
 
-def disc_items(predictor, inputs, *, mask=None, disc_points=None):
+def disc_items(predictor, inputs, *, mask=None, disc_points=None, dicom_folder=None):
     """(image, info, crop (H, W, D) or the ValueError that stopped it) per disc of the one series."""
     if mask is not None and disc_points is not None:
         raise ValueError("give either --mask or --disc-points, not both")
-    if len(inputs) != 1:
+    series = None
+    if dicom_folder is not None:
+        if inputs:
+            raise ValueError(f"--dicom {dicom_folder} is the series; give no other input (got {len(inputs)})")
+        if disc_points is None:
+            raise ValueError("--dicom needs --disc-points (where the discs are)")
+        from .importers import dicom
+
+        series = dicom.read_series(dicom_folder)
+        for problem in series.problems:
+            print(f"spinerank: warning: {problem}", file=sys.stderr)
+        image, scan = str(dicom_folder), series.scan
+    elif len(inputs) != 1:
         raise ValueError(f"--mask and --disc-points cut the discs of one whole series: give exactly one image "
                          f"(got {len(inputs)})")
-    image = str(inputs[0])
-    scan = read_scan(image)
+    else:
+        image = str(inputs[0])
+        scan = read_scan(image)
     grid = crop_grid(predictor)
     if mask is not None:
         labels = read_scan(mask)
@@ -152,7 +199,7 @@ def disc_items(predictor, inputs, *, mask=None, disc_points=None):
             crop, fraction, frame = result
             yield image, _info(label, level, frame, fraction), crop
         return
-    points = read_disc_points(disc_points)
+    points = read_disc_points(disc_points, series)
     centres = np.stack([p["centre"] for p in points])
     estimated = spine_normals(centres)
     for i, point in enumerate(points):
