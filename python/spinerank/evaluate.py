@@ -8,7 +8,9 @@ Grades come from the calibrated thresholds for the ranking methods (calibrated
 first, with the same TTA setting and sequences, when ``RUN/thresholds.json`` is
 missing or was fitted otherwise) and from the classifier's own rule otherwise.
 On a synthetic cohort (``latent.csv`` beside ``labels.csv``) the scores are also
-compared with the hidden severities.
+compared with the hidden severities. On an RSNA 2024 dataset (the five
+conditions of ``rsna_metric`` in the task table) ``metrics.json`` also holds the
+competition's score of the test rows, ``rsna_2024``.
 
 Writes into ``--out`` (default ``RUN/eval`` or ``RUN/eval-no-tta``):
 ``metrics.json``, ``predictions.csv``, ``report.md`` and its PNG plots.
@@ -26,6 +28,7 @@ import numpy as np
 
 from . import calibrate as calibrate_lib
 from . import metrics as metrics_lib
+from . import rsna_metric
 from .checkpoint import atomic_write_text, json_safe
 from .inference import Predictions
 
@@ -112,6 +115,8 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
               "aggregate": aggregate, "tasks": per_task,
               "thresholds": {n: [float(v) for v in tau] for n, tau in zip(tasks.names, thresholds)},
               "grading": "calibrated thresholds" if predictor.method.ranking else "classifier"}
+    if rsna_metric.applies(tasks.names, tasks.num_grades):  # an RSNA 2024 dataset: the competition's score too
+        result["rsna_2024"] = rsna_score(rows, tasks.names, grades, predictions)
     flags = borderline(predictions.scores, predictions.std, thresholds)
     atomic_write_text(out / "predictions.csv", predictions_csv(rows, tasks.names, grades, predictions, predicted, flags))
     result["seconds"] = round(time.perf_counter() - started, 2)
@@ -122,6 +127,16 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
         write_report(out, result, run=run, dataset=test, predictions=predictions, grades=grades,
                      predicted=predicted, thresholds=thresholds, tasks=tasks, scale=predictor.scale)
     return result
+
+
+def rsna_score(rows, task_names, grades, predictions: Predictions) -> dict:
+    """The RSNA 2024 competition metric of the evaluated rows (their true grades
+    after masking, their class probabilities); see rsna_metric."""
+    column = {name: t for t, name in enumerate(task_names)}
+    return rsna_metric.competition_score(
+        [r.subject_id for r in rows], [r.level for r in rows],
+        {name: grades[:, column[name]] for name in rsna_metric.TASK_NAMES},
+        {name: predictions.probs[column[name]] for name in rsna_metric.TASK_NAMES})
 
 
 def predictions_csv(rows, task_names, grades, predictions: Predictions, predicted, flags) -> str:

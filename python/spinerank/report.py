@@ -221,8 +221,23 @@ def report_markdown(result: dict, curves: bool) -> str:
         lines += ["", "Synthetic cohort: Spearman of the score against the hidden severity, overall and within "
                   f"grade (mean over tasks and grades): {_fmt(agg['latent_spearman']['mean'])} and "
                   f"{_fmt(agg['latent_spearman_within_grade']['mean'])}."]
+    if "rsna_2024" in result:
+        lines += rsna_lines(result["rsna_2024"])
     lines += ["", "## Plots", "", "![scores by grade](scores_by_grade.png)", "",
               "![severity strip](severity_strip.png)", "", "![confusion matrices](confusion.png)", ""]
     if curves:
         lines += ["![training curves](training_curves.png)", ""]
     return "\n".join(lines)
+
+
+def rsna_lines(rsna: dict) -> list[str]:
+    """The RSNA 2024 competition score and its four terms (a term without scored rows: –)."""
+    terms = ("spinal", "foraminal", "subarticular", "any_severe_spinal")
+    counts = [str(rsna["rows"][t]) for t in terms[:3]] + [f"{rsna['studies']} studies"]
+    left_out = f"; left out (no scored rows): {', '.join(rsna['left_out'])}" if rsna.get("left_out") else ""
+    return ["", "## RSNA 2024 competition metric", "",
+            "Weighted log loss (sample weights 1/2/4 for Normal-Mild/Moderate/Severe); score = mean of the four "
+            f"terms (lower is better); n: scored (disc, condition) pairs, and studies for any_severe_spinal{left_out}.",
+            "", "| score | " + " | ".join(terms) + " |", "|---|" + "---|" * len(terms),
+            f"| {_fmt(rsna['score'], 4)} | " + " | ".join(_fmt(rsna[t], 4) for t in terms) + " |",
+            "| n | " + " | ".join(counts) + " |"]
