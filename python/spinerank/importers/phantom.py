@@ -378,6 +378,18 @@ class SpinePhantom:
             intensity[nucleus] = brightness[labels[nucleus]]
         return labels, intensity
 
+    def canal_centre(self, disc_label: int) -> np.ndarray:
+        """LPS point on the canal tube's centreline at disc ``disc_label``'s level: the
+        centreline point nearest the disc centre. The canal is concentric with the arc, so
+        it lies on the disc centre's radius, ``_canal_offset`` posterior of it, in the
+        disc's mid-plane."""
+        i = int(disc_label) - DISC_LABEL_OFFSET - 1
+        if not 0 <= i < self.num_vertebrae:
+            raise ValueError(f"no disc {disc_label} in a phantom of {self.num_vertebrae} vertebrae")
+        s = self._disc_s[i]
+        posterior = self._tilted_frame(s, 0.0)[1]
+        return self._rotation @ (self._arc_point(s) + self._canal_offset * posterior) + self._translation
+
     def outline_points(self) -> np.ndarray:
         """World points whose convex hull holds every labelled voxel (box corners of each
         disc, body and posterior-element set) and the top of the sacrum."""
