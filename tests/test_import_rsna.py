@@ -64,10 +64,11 @@ def test_slices_are_ordered_in_space_whatever_the_instance_numbers(source):
     orders = set()
     for study in truth["studies"].values():
         for sid, series in study["series"].items():
-            if series["description"] not in SEQUENCE_OF:
+            read = dicom.read_series(series["folder"])
+            if len(series["stacks"]) > 1:  # an axial series of two angled stacks: one is used, the other named
+                assert any("2 stacks of different orientation" in p for p in read.problems)
                 continue
             orders.add(series["instance_order"])
-            read = dicom.read_series(series["folder"])
             scan = read.scan
             assert scan.array.shape[0] == len(series["slices"])
             for k, truth_slice in enumerate(series["slices"]):
@@ -260,4 +261,4 @@ def test_import_train_evaluate_predict_end_to_end(tmp_path, capsys):
     for row in rows:
         world = np.asarray(study["points"]["Spinal Canal Stenosis", row["level"]]["world"])
         centre = geometry.LPS_TO_RAS @ np.array([float(row[c]) for c in ("centre_r", "centre_a", "centre_s")])
-        assert np.linalg.norm(centre - world) < 1e-3
+        assert np.linalg.norm(centre - world) < 0.01  # written to 0.01 mm

@@ -15,7 +15,7 @@ these files. What the importer does, per study:
   through that instance's geometry), or, for a level without one, at the
   midpoint of its left and right Neural Foraminal Narrowing points;
 - aligns each level's crop with the local spine axis, the direction between the
-  neighbouring levels' points (rows superior -> inferior along it, columns
+  neighbouring levels' points of one kind (``spine_axis``; rows superior -> inferior along it, columns
   anterior -> posterior, slices left -> right), and cuts it from every sagittal
   series of the study: the T1 crops are placed through the DICOM geometry of both
   series, not by slice numbers;
@@ -235,9 +235,10 @@ def _choose_series(job: StudyJob, here: dict, report: list) -> dict[str, dicom.S
     return chosen
 
 
-def level_centres(job: StudyJob, readable: dict[str, dicom.Series], here: dict,
-                  report: list) -> dict[str, tuple[np.ndarray, str]]:
-    """level -> (its world point (LPS), what it is: "canal" or "foramina")."""
+def level_points(job: StudyJob, readable: dict[str, dicom.Series], here: dict,
+                 report: list) -> dict[str, dict[str, np.ndarray]]:
+    """The study's points in world LPS, by kind: {"canal": {level: point},
+    "foramina": {level: midpoint of its left and right foraminal points}}."""
     world: dict[tuple[str, str], np.ndarray] = {}
     for point in job.points:
         series = readable.get(point.series_id)
@@ -251,30 +252,34 @@ def level_centres(job: StudyJob, readable: dict[str, dicom.Series], here: dict,
                                             file=job.coordinates_file, line=point.line))
             continue
         world.setdefault((point.task, point.level), instance.world(point.x, point.y))
-    centres = {}
+    chains = {"canal": {}, "foramina": {}}
     for level in LEVELS:
-        canal = world.get(("SpinalCanalStenosis", level))
+        if ("SpinalCanalStenosis", level) in world:
+            chains["canal"][level] = world["SpinalCanalStenosis", level]
         left = world.get(("LeftNeuralForaminalNarrowing", level))
         right = world.get(("RightNeuralForaminalNarrowing", level))
-        if canal is not None:
-            centres[level] = (canal, "canal")
-        elif left is not None and right is not None:
-            centres[level] = ((left + right) / 2, "foramina")
-    return centres
+        if left is not None and right is not None:
+            chains["foramina"][level] = (left + right) / 2
+    return chains
 
 
-def spine_axes(centres: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """level -> the local spine axis (towards superior): between its neighbouring
-    levels' points (one-sided at the ends); the patient's superior axis for a
-    study with one placed level."""
-    placed = [level for level in LEVELS if level in centres]
-    axes = {}
-    for i, level in enumerate(placed):
-        upper, lower = placed[max(i - 1, 0)], placed[min(i + 1, len(placed) - 1)]
-        step = centres[upper] - centres[lower]
-        axes[level] = step / np.linalg.norm(step) if len(placed) > 1 and np.linalg.norm(step) > 1e-6 \
-            else geometry.SUPERIOR.copy()
-    return axes
+def spine_axis(level: str, chains: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
+    """The local spine axis at ``level`` (towards superior): the direction between
+    the nearest levels above and below it (or itself, at an end) among points of
+    one kind, the canal points first (a chord mixing canal points and the more
+    anterior foraminal midpoints would tilt it); the patient's superior axis
+    where no kind has two levels."""
+    index = LEVELS.index(level)
+    for chain in (chains["canal"], chains["foramina"]):
+        above = [lv for lv in LEVELS[:index] if lv in chain]
+        below = [lv for lv in LEVELS[index + 1:] if lv in chain]
+        upper = above[-1] if above else (level if level in chain else None)
+        lower = below[0] if below else (level if level in chain else None)
+        if upper is not None and lower is not None and upper != lower:
+            step = chain[upper] - chain[lower]
+            if np.linalg.norm(step) > 1e-6:
+                return step / np.linalg.norm(step)
+    return geometry.SUPERIOR.copy()
 
 
 def _centre_name(series: dicom.Series) -> str:
@@ -294,16 +299,18 @@ def import_study(job: StudyJob) -> dict:
             report.append(common.report_row("study", "no sagittal series (Sagittal T2/STIR or Sagittal T1)", **here))
         return {"rows": rows, "report": report, "seconds": time.perf_counter() - start}
     readable = {sid: series for sid, series in chosen.values()}
-    centres = level_centres(job, readable, here, report)
+    chains = level_points(job, readable, here, report)
+    centres = {level: (chains["canal"][level], "canal") if level in chains["canal"] else
+               (chains["foramina"][level], "foramina") for level in LEVELS
+               if level in chains["canal"] or level in chains["foramina"]}
     for level in LEVELS:
         if level not in centres:
             report.append(common.report_row("level", "no Spinal Canal Stenosis point and not both foraminal points "
                                             "on a readable sagittal series: the level cannot be placed", **here,
                                             ivd_label=level))
-    axes = spine_axes({level: c for level, (c, _) in centres.items()})
     centre_name = _centre_name(next(iter(chosen.values()))[1])
     for level, (point, kind) in centres.items():
-        frame = geometry.frame_from_normal(point, axes[level])
+        frame = geometry.frame_from_normal(point, spine_axis(level, chains))
         for sequence, (sid, series) in sorted(chosen.items()):
             crop, fraction = geometry.normalise(geometry.resample(series.scan, frame, job.grid))
             if fraction == 0:
