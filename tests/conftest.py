@@ -107,3 +107,35 @@ def whole_and_resumed(cohort, tmp_path, interrupt_after, **settings):
     resumed = Trainer(tiny_config(cohort, tmp_path / "split", **settings))
     resumed.run(resume=True)
     return whole, resumed
+
+
+# ---------------------------------------------------------------------------
+# Importer tests (test_import_*.py): crops checked as geometry
+
+
+def axis_angle_deg(u, v):
+    """The angle between two axes (either sign), in degrees."""
+    import numpy as np
+
+    return float(np.degrees(np.arccos(np.clip(abs(float(np.dot(u, v))), 0, 1))))
+
+
+def read_csv_rows(path):
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def crop_world(image):
+    """(LPS world point of every voxel of a NIfTI crop, shaped (H, W, D, 3); the
+    LPS directions of its row, column and slice axes), through its affine."""
+    import numpy as np
+
+    from spinerank.importers.geometry import LPS_TO_RAS
+
+    r, c, s = np.meshgrid(*[np.arange(n) for n in image.shape], indexing="ij")
+    ras = np.stack([r.ravel(), c.ravel(), s.ravel(), np.ones(r.size)], 1) @ image.affine.T
+    lps = (ras[:, :3] @ LPS_TO_RAS.T).reshape(*image.shape, 3)
+    axes = [LPS_TO_RAS @ image.affine[:3, m] / np.linalg.norm(image.affine[:3, m]) for m in range(3)]
+    return lps, axes

@@ -3,13 +3,15 @@ studies written in the RSNA 2024 layout (importers/rsna_phantom.py): DICOM slice
 order and geometry, where every crop comes from in millimetres and degrees, what
 it shows, the grades on the right level, bad input, an interrupted import, and
 import -> train -> evaluate (with the competition's metric) -> predict on DICOM."""
-import csv
 import json
 import shutil
 
 import nibabel
 import numpy as np
 import pytest
+from conftest import axis_angle_deg as angle
+from conftest import crop_world
+from conftest import read_csv_rows as read_csv
 
 from spinerank import cli
 from spinerank.importers import geometry, rsna
@@ -21,15 +23,6 @@ from spinerank.importers import dicom, rsna_phantom  # noqa: E402
 GRID = geometry.CropGrid((48, 80, 10), (1.2, 1.2, 4.0))
 SEQUENCE_OF = {"Sagittal T2/STIR": "T2", "Sagittal T1": "T1"}
 PHANTOM_SEQUENCE = {"T2": "t2", "T1": "t1"}
-
-
-def angle(u, v):
-    return np.degrees(np.arccos(np.clip(abs(float(np.dot(u, v))), 0, 1)))
-
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +108,7 @@ def test_every_crop_is_centred_on_its_level_point_and_aligned_with_the_spine(imp
         got = geometry.LPS_TO_RAS @ (affine @ np.r_[(np.array(GRID.shape) - 1) / 2, 1])[:3]
         assert np.linalg.norm(got - centre) < 2.0, row
         disc = next(d for d in study["phantom"].discs if d.label == rsna_phantom.LEVEL_DISCS[row["level"]])
-        axes = [geometry.LPS_TO_RAS @ affine[:3, m] / np.linalg.norm(affine[:3, m]) for m in range(3)]
+        _, axes = crop_world(image)
         assert angle(axes[0], disc.normal) < 10 and axes[0] @ disc.normal > 0, row
         assert angle(axes[1], disc.posterior) < 10 and axes[1] @ disc.posterior > 0, row
         assert angle(axes[2], disc.right) < 10 and axes[2] @ disc.right > 0, row
@@ -130,13 +123,11 @@ def test_each_crop_shows_the_phantom_at_its_level(imported):
         phantom = truth["studies"][int(row["subject_id"])]["phantom"]
         image = nibabel.load(str(out / "volumes" / f"{row['ivd_id']}_{row['sequence']}.nii.gz"))
         crop = image.get_fdata(dtype=np.float32)
-        r, c, s = np.meshgrid(*[np.arange(n) for n in GRID.shape], indexing="ij")
-        ras = np.stack([r.ravel(), c.ravel(), s.ravel(), np.ones(r.size)], 1) @ image.affine.T
-        lps = ras[:, :3] @ geometry.LPS_TO_RAS.T
-        expected = phantom.intensity_at(lps, PHANTOM_SEQUENCE[row["sequence"]]).reshape(GRID.shape)
+        world, _ = crop_world(image)
+        expected = phantom.intensity_at(world.reshape(-1, 3), PHANTOM_SEQUENCE[row["sequence"]]).reshape(GRID.shape)
         inside = crop != 0
         assert np.corrcoef(crop[inside], expected[inside])[0, 1] > 0.8, row
-        centre = lps.reshape(*GRID.shape, 3)[tuple(n // 2 for n in GRID.shape)]
+        centre = world[tuple(n // 2 for n in GRID.shape)]
         nearest = min(phantom.discs, key=lambda d: np.linalg.norm(d.centre - centre))
         assert nearest.label == rsna_phantom.LEVEL_DISCS[row["level"]], row
 

@@ -2,12 +2,14 @@
 exact layout (importers/phantom.py): what lands in labels.csv and the report,
 where every crop comes from in millimetres and degrees, what it shows, bad input,
 an interrupted import, and import -> train -> evaluate -> predict end to end."""
-import csv
 import json
 
 import nibabel
 import numpy as np
 import pytest
+from conftest import axis_angle_deg as angle
+from conftest import crop_world
+from conftest import read_csv_rows as read_csv
 
 from spinerank import cli
 from spinerank import config as config_lib
@@ -19,15 +21,6 @@ from spinerank.importers import phantom  # noqa: E402
 
 #: The tiny preset's volume (D, H, W) = (10, 48, 80): 57.6 x 96 x 40 mm, the default crop's field of view in-plane.
 GRID = geometry.CropGrid((48, 80, 10), (1.2, 1.2, 4.0))
-
-
-def angle(u, v):
-    return np.degrees(np.arccos(np.clip(abs(float(np.dot(u, v))), 0, 1)))
-
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +107,7 @@ def test_every_crop_is_centred_on_and_aligned_with_its_disc(imported):
         affine = image.affine
         centre_lps = geometry.LPS_TO_RAS @ (affine @ np.r_[(np.array(GRID.shape) - 1) / 2, 1])[:3]
         assert np.linalg.norm(centre_lps - disc.centre) < 2.0, row
-        axes = [geometry.LPS_TO_RAS @ affine[:3, m] / np.linalg.norm(affine[:3, m]) for m in range(3)]
+        _, axes = crop_world(image)
         assert angle(axes[0], disc.normal) < 10 and axes[0] @ disc.normal > 0  # rows: superior -> inferior
         assert angle(axes[1], disc.posterior) < 10 and axes[1] @ disc.posterior > 0  # columns: anterior -> posterior
         assert angle(axes[2], disc.right) < 10 and axes[2] @ disc.right > 0  # slices: left -> right
@@ -134,14 +127,12 @@ def test_each_crop_shows_its_disc_and_carries_its_grades(imported):
         _, model = truth_disc(truth, patient, ivd)
         image = nibabel.load(str(out / "volumes" / f"{row['ivd_id']}_{row['sequence']}.nii.gz"))
         crop = image.get_fdata(dtype=np.float32)
-        r, c, s = np.meshgrid(*[np.arange(n) for n in GRID.shape], indexing="ij")
-        ras = np.stack([r.ravel(), c.ravel(), s.ravel(), np.ones(r.size)], 1) @ image.affine.T
-        lps = ras[:, :3] @ geometry.LPS_TO_RAS.T
-        centre = lps.reshape(*GRID.shape, 3)[GRID.shape[0] // 2, GRID.shape[1] // 2, GRID.shape[2] // 2]
+        world, _ = crop_world(image)
+        centre = world[tuple(n // 2 for n in GRID.shape)]
         assert model.labels_at(centre[None])[0] == 200 + ivd
         grades = {d.label: int(truth["gradings"][patient, d.label - 200]["Pfirrman grade"])
                   for d in model.discs if (patient, d.label - 200) in truth["gradings"]}
-        expected = model.intensity_at(lps, seq_of[row["sequence"]], grades).reshape(GRID.shape)
+        expected = model.intensity_at(world.reshape(-1, 3), seq_of[row["sequence"]], grades).reshape(GRID.shape)
         inside = crop != 0
         assert np.corrcoef(crop[inside], expected[inside])[0, 1] > 0.8, row
 
