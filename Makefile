@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 
 SOURCES := pyproject.toml CMakeLists.txt $(wildcard cmake/* build_support/*.py csrc/*.* csrc/*/*.* spinerank_ext/*.py python/spinerank/*.py python/spinerank/*/*.py)
 
-.PHONY: demo test bench bench-cuda bench-ddp bench-import bench-smoke cuda-check clean
+.PHONY: demo test bench bench-cuda bench-ddp bench-import bench-pipeline bench-smoke cuda-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ bench-ddp: $(VENV)/.installed
 bench-import: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_import.py
 	$(BIN)/python benchmarks/render_table.py --readme docs/real-data.md
+
+# The input pipeline (volumes/s from .nii.gz, .npy, the cache) and a CPU training step by part.
+bench-pipeline: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_pipeline.py
+	$(BIN)/python benchmarks/render_table.py --readme docs/pipeline.md
 
 # Every benchmark case once, untimed: they still check their results.
 bench-smoke: $(VENV)/.installed

@@ -194,9 +194,37 @@ def render_import(data):
     return lines
 
 
+def render_pipeline(data):
+    """bench_pipeline.py: volumes/s of the input pipeline, and a CPU training step by part."""
+    m = data["machine"]
+    lines = [f"`{data['command']}` on {m['cpu_model']} ({m['cores']} cores, {m['threads']} torch threads, torch "
+             f"{m['torch']}), {data['date']}; 1-minute load average {m['load_average_before'][0]:.2f} before the "
+             "run. Volumes per second into a float32 tensor, batches of "
+             f"{next(iter(data['pipeline'].values()))['batch']}, main process, files in the page cache.", "",
+             "| volume (D × H × W) | from .nii.gz | from .npy | from the cache | cache build | cache per volume |",
+             "|---|---|---|---|---|---|"]
+    for name, r in data["pipeline"].items():
+        lines.append(f"| {name} {' × '.join(map(str, r['shape_dhw']))} | {r['nii.gz']['volumes_per_s']:,.0f} | "
+                     f"{r['npy']['volumes_per_s']:,.0f} | {r['cache']['volumes_per_s']:,.0f} | "
+                     f"{r['cache']['build_seconds']:.1f} s for {r['cache']['volumes']} | "
+                     f"{fmt_bytes(r['cache_bytes_per_volume'])} |")
+    s = data["training_step"]
+    parts = " | ".join(f"{v:.1f} ms ({v / s['step_ms']:.0%})" for v in s["ms"].values())
+    lines += ["", f"A training step of the {s['preset']} preset on the CPU (batch {s['batch_size']}, input "
+              f"{' × '.join(map(str, s['input_shape']))}, phase 2, {s['num_workers']} DataLoader workers), mean of "
+              f"{s['steps']} steps:", "",
+              "| step | " + " | ".join(s["ms"]) + " |", "|---" * (len(s["ms"]) + 1) + "|",
+              f"| {s['step_ms']:.1f} ms | {parts} |", "",
+              f"A SPIDER-size dataset (about 3,000 disc crops at the paper's shape) takes "
+              f"{data['spider_cache_gb']:g} GB of cache."]
+    return lines
+
+
 def render(path):
     with open(path) as f:
         data = json.load(f)
+    if "pipeline" in data and "training_step" in data:
+        return "\n".join(render_pipeline(data)).strip()
     if "phantoms" in data and "estimate" in data:
         return "\n".join(render_import(data)).strip()
     if "result" in data and "command" in data:

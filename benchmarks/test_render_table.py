@@ -2,6 +2,8 @@
 import json
 import pathlib
 
+import pytest
+
 from render_table import BLOCK, RESULTS, render, update_readme
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
@@ -18,16 +20,17 @@ def test_readme_tables_match_the_committed_results(tmp_path):
     assert copy.read_text() == text, "README tables are stale: run python benchmarks/render_table.py --readme README.md"
 
 
-def test_docs_tables_match_the_committed_results(tmp_path):
-    docs = README.parent / "docs" / "real-data.md"
+@pytest.mark.parametrize("page, result", [("real-data.md", "import-spider.json"), ("pipeline.md", "pipeline-cpu.json")])
+def test_docs_tables_match_the_committed_results(tmp_path, page, result):
+    docs = README.parent / "docs" / page
     text = docs.read_text()
     files = [m.group("file") for m in BLOCK.finditer(text)]
-    assert "import-spider.json" in files
-    copy = tmp_path / "real-data.md"
+    assert result in files
+    copy = tmp_path / page
     copy.write_text(text)
     assert update_readme(copy) == len(files)
-    assert copy.read_text() == text, "docs tables are stale: run python benchmarks/render_table.py --readme " \
-        "docs/real-data.md"
+    assert copy.read_text() == text, f"docs tables are stale: run python benchmarks/render_table.py --readme " \
+        f"docs/{page}"
 
 
 def test_loss_table_has_memory_ratios_and_every_case():

@@ -22,7 +22,7 @@ import numpy as np
 from . import provenance
 from . import thresholds as thresholds_lib
 from .checkpoint import atomic_write_text
-from .data import DiscDataset, load_or_make_splits, preflight, read_labels, split_rows
+from .data import DiscDataset, load_or_make_splits, preflight, read_labels, split_rows, volume_cache
 from .inference import Predictor
 from .metrics import fixed_thresholds
 
@@ -94,8 +94,9 @@ def split_dataset(predictor: Predictor, split: str, sequences=DEFAULT_SEQUENCES,
                          f"{', '.join(present)}); choose --sequences among those")
     kept = [r for r in in_split if r.sequence in sequences]
     discs = {r.ivd_id for r in in_split}
-    preflight(c.data, kept, progress=progress, desc=f"checking {split} volumes")
-    dataset = DiscDataset(c.data, kept, predictor.tasks, c.volume_shape, mode="eval")
+    cache = volume_cache(c.data, rows, c.volume_shape, progress=progress)
+    preflight(c.data, kept, progress=progress, desc=f"checking {split} volumes", cache=cache)
+    dataset = DiscDataset(c.data, kept, predictor.tasks, c.volume_shape, mode="eval", cache=cache)
     dataset.selection = Selection(sequences, len(kept), len(discs), len(discs - {r.ivd_id for r in kept}))
     return dataset
 

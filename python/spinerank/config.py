@@ -32,7 +32,7 @@ class TrainConfig:
     volume_shape: tuple[int, int, int] = (15, 192, 320)  # (D, H, W) every volume is cropped/padded to
     input_shape: tuple[int, int, int] = (12, 128, 256)  # (D, H, W) the model sees
     split_seed: int = 0
-    num_workers: int = 0
+    num_workers: int | None = None  # DataLoader workers; None: data.default_num_workers() (0 below 8 CPUs)
     # model (SPEC §6)
     width: int = 64
     rank_on: str = "logits"  # "logits" or "embedding"
@@ -99,6 +99,8 @@ class TrainConfig:
         for name in ("batch_size", "width"):
             positive(name)
         for name in ("epochs_phase1", "epochs_phase2", "patience", "min_epochs", "num_workers"):
+            if name == "num_workers" and self.num_workers is None:
+                continue
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"config: {name} must be an int >= 0, got {getattr(self, name)!r}")
         for name in ("volume_shape", "input_shape"):

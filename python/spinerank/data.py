@@ -160,6 +160,11 @@ def read_labels(data_dir: str | pathlib.Path, tasks: TaskTable) -> list[VolumeRo
     return rows
 
 
+def volume_name(row: VolumeRow) -> str:
+    """The volume's file name without its suffix: ``<ivd_id>_<sequence>``."""
+    return f"{row.ivd_id}_{row.sequence}"
+
+
 def volume_path(data_dir: str | pathlib.Path, row: VolumeRow) -> pathlib.Path:
     """volumes/<ivd_id>_<sequence>.npy or .nii.gz (.npy first); raises naming both if neither exists.
 
@@ -284,7 +289,8 @@ def check_volume(path: str | pathlib.Path) -> str | None:
 
 
 def preflight(data_dir: str | pathlib.Path, rows: list[VolumeRow], *, progress: bool = True,
-              workers: int | None = None, desc: str = "checking volumes") -> dict[VolumeRow, pathlib.Path]:
+              workers: int | None = None, desc: str = "checking volumes",
+              cache=None) -> dict[VolumeRow, pathlib.Path]:
     """Checks every volume of ``rows`` before a command reads any (``check_volume``):
     it exists inside ``volumes/``, its header is readable, it has 3 non-empty
     dimensions and a real numeric dtype, and all its values are finite.
@@ -296,7 +302,10 @@ def preflight(data_dir: str | pathlib.Path, rows: list[VolumeRow], *, progress: 
 
     With the environment variable ``SPINERANK_PREFLIGHT=0`` only the files'
     existence is checked (no reads: for very large datasets on slow storage);
-    a bad file then stops the command when it is first read, as before."""
+    a bad file then stops the command when it is first read, as before.
+    Volumes in ``cache`` (a volume_cache.VolumeCache, valid for the files as they
+    are now) were decoded and checked when it was built: only their existence is
+    checked again."""
     rows = list(rows)
     contents = os.environ.get("SPINERANK_PREFLIGHT", "1").strip() != "0"
     found: dict[VolumeRow, pathlib.Path] = {}
@@ -308,7 +317,8 @@ def preflight(data_dir: str | pathlib.Path, rows: list[VolumeRow], *, progress: 
             path = volume_path(data_dir, row)
         except (FileNotFoundError, ValueError) as exc:
             return index, row, None, str(exc)
-        reason = check_volume(path) if contents else None
+        cached = cache is not None and volume_name(row) in cache
+        reason = check_volume(path) if contents and not cached else None
         return index, row, path, None if reason is None else f"{path} (labels.csv line {row.line}): {reason}"
 
     workers = workers or min(8, os.cpu_count() or 1)
@@ -328,6 +338,24 @@ def preflight(data_dir: str | pathlib.Path, rows: list[VolumeRow], *, progress: 
         raise ValueError(f"{len(lines)} of {len(rows)} volume(s) in {pathlib.Path(data_dir) / 'volumes'} "
                          f"cannot be used (nothing was started):\n  {shown}{more}")
     return found
+
+
+def volume_cache(data_dir, rows: list[VolumeRow], volume_shape, *, progress: bool = True):
+    """The decoded-volume cache (volume_cache.py) of ``rows``, all of labels.csv's
+    rows (one cache per dataset and shape, shared by every command), built if
+    missing or stale; None when turned off. Missing files are left out (preflight
+    names them)."""
+    from . import volume_cache as cache_lib
+
+    if not cache_lib.enabled():
+        return None
+    paths = {}
+    for row in rows:
+        try:
+            paths[volume_name(row)] = volume_path(data_dir, row)
+        except (FileNotFoundError, ValueError):
+            continue
+    return cache_lib.open_cache(data_dir, paths, volume_shape, progress=progress)
 
 
 def fit_to_shape(volume: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -418,10 +446,18 @@ class DiscDataset(torch.utils.data.Dataset):
     ``mode="eval"``: one item per volume. Task labels not gradable on a sequence
     (the task table's ``masked_for``, e.g. Pfirrmann on T1) are set to -1.
     Items: (volume (1, D, H, W) float32 fitted to ``volume_shape``, grades (T,) int64).
+
+    Batches: ``__getitems__`` (which a DataLoader calls with a batch's indices)
+    returns the whole batch, (B, 1, D, H, W) and (B, T), read from ``cache`` in
+    one gather where the volumes are cached; ``collate_batch`` passes it through.
+    An index may be an ``(epoch, index)`` pair (``EpochSampler``): the epoch that
+    picks a disc's sequence then travels with it, so persistent DataLoader
+    workers pick as the main process would. Batches are the same, bit for bit,
+    with and without the cache.
     """
 
     def __init__(self, data_dir, rows: list[VolumeRow], tasks: TaskTable, volume_shape, *,
-                 mode: str = "train", seed: int = 0):
+                 mode: str = "train", seed: int = 0, cache=None):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
         if not rows:
@@ -432,6 +468,7 @@ class DiscDataset(torch.utils.data.Dataset):
         self.mode = mode
         self.seed = seed
         self.epoch = 0
+        self.cache = cache
         self.paths = {row: volume_path(self.data_dir, row) for row in rows}  # fails fast on a missing file
         if mode == "train":
             by_disc: dict[str, list[VolumeRow]] = defaultdict(list)
@@ -447,23 +484,83 @@ class DiscDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def row(self, index: int) -> VolumeRow:
-        """The volume an access returns (for training: this epoch's random pick)."""
+    def row(self, index, epoch: int | None = None) -> VolumeRow:
+        """The volume an access returns (for training: the epoch's random pick;
+        ``epoch`` None: the one set by ``set_epoch``)."""
         choices = self.items[index]
         if len(choices) == 1:
             return choices[0]
-        pick = np.random.default_rng([self.seed, self.epoch, index]).integers(len(choices))
+        epoch = self.epoch if epoch is None else epoch
+        pick = np.random.default_rng([self.seed, epoch, index]).integers(len(choices))
         return choices[int(pick)]
 
     def grades(self, row: VolumeRow) -> torch.Tensor:
         masked = self.tasks.masked(row.sequence)
         return torch.tensor([-1 if m else g for g, m in zip(row.grades, masked)], dtype=torch.long)
 
-    def __getitem__(self, index: int):
-        row = self.row(index)
+    def _rows(self, indices) -> list[VolumeRow]:
+        return [self.row(i[1], i[0]) if isinstance(i, tuple) else self.row(i) for i in indices]
+
+    def _volume(self, row: VolumeRow) -> torch.Tensor:
         array = load_volume(self.paths[row])
         volume = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # (D, H, W)
-        return fit_to_shape(volume, self.volume_shape)[None], self.grades(row)
+        return fit_to_shape(volume, self.volume_shape)
+
+    def __getitem__(self, index):
+        volumes, grades = self.__getitems__([index])
+        return volumes[0], grades[0]
+
+    def __getitems__(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self._rows(indices)
+        names = [volume_name(r) for r in rows]
+        if self.cache is not None and all(n in self.cache for n in names):
+            volumes = torch.from_numpy(self.cache.gather(names))
+        else:
+            volumes = torch.stack([self._volume(r) for r in rows])
+        return volumes[:, None], torch.stack([self.grades(r) for r in rows])
+
+
+def collate_batch(batch):
+    """A DiscDataset batch as ``__getitems__`` made it (a DataLoader's collate_fn)."""
+    return batch
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """The indices of one epoch's sampler, each paired with the epoch (see
+    DiscDataset). One DataLoader (and its persistent workers) serves every epoch
+    of a phase: ``set_epoch`` gives it the next epoch's order."""
+
+    def __init__(self):
+        self.epoch, self.order = 0, []
+
+    def set_epoch(self, epoch: int, sampler) -> None:
+        self.epoch, self.order = epoch, list(sampler)
+
+    def __iter__(self):
+        return iter([(self.epoch, int(i)) for i in self.order])
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+def default_num_workers() -> int:
+    """DataLoader workers when the configuration names none: with the decoded
+    cache a batch is one gather, which the main process does fastest on a small
+    machine; from 8 CPUs on, workers overlap it (and decoding, without a cache)
+    with the step."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cpus < 8 else min(8, cpus // 4)
+
+
+def loader(dataset: DiscDataset, batch_size: int, *, sampler=None, drop_last: bool = False, num_workers: int = 0,
+           device: torch.device | str = "cpu") -> torch.utils.data.DataLoader:
+    """A DataLoader of whole batches (``__getitems__``): pinned memory for a CUDA
+    device (copy with ``non_blocking=True``), persistent workers with prefetch
+    when ``num_workers`` > 0."""
+    cuda = torch.device(device).type == "cuda"
+    workers = dict(persistent_workers=True, prefetch_factor=2) if num_workers > 0 else {}
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+                                       num_workers=num_workers, collate_fn=collate_batch, pin_memory=cuda, **workers)
 
 
 def split_rows(rows: list[VolumeRow], splits: dict[str, str]) -> dict[str, list[VolumeRow]]:

@@ -136,9 +136,11 @@ class Predictor:
     def predict_dataset(self, dataset, tta: bool, batch_size: int = 16, progress: bool = True,
                         desc: str = "predicting") -> tuple[Predictions, np.ndarray]:
         """Predictions and true grades (N, T) for a DiscDataset in eval mode."""
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+        from .data import loader
+
         parts, grades = [], []
-        for volumes, y in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        for volumes, y in tqdm(loader(dataset, batch_size, device=self.device), desc=desc, leave=False,
+                               disable=not progress):
             parts.append(self(volumes, tta))
             grades.append(y.numpy())
         return Predictions.concatenate(parts), np.concatenate(grades)

@@ -40,7 +40,8 @@ from . import config as config_lib
 from . import distributed, methods, provenance
 from .augmentation import TrainAugment, centre_crop, swap_flipped
 from .checkpoint import atomic_write, atomic_write_text, json_safe, load_checkpoint, save_checkpoint
-from .data import DiscDataset, class_weights, load_or_make_splits, preflight, read_labels, split_rows
+from .data import (DiscDataset, EpochSampler, class_weights, default_num_workers, load_or_make_splits, loader,
+                   preflight, read_labels, split_rows, volume_cache)
 from .methods import weighted_cross_entropy  # noqa: F401 (its home before methods.py)
 from .metrics import balanced_accuracy, fixed_thresholds, grades_from_scores, quadratic_weighted_kappa
 from .model import build_model
@@ -85,11 +86,18 @@ class Trainer:
                   f"is {tuple(config.volume_shape)}: every crop is centre-cropped or zero-padded to it, which "
                   "changes its field of view; import with --shape to match", file=sys.stderr)
         self.rows = split_rows(rows, splits)
-        # Every volume training will read, checked now: a bad one stops the run before the first epoch.
-        preflight(config.data, self.rows["train"] + self.rows["val"], progress=config.progress and self.dist.is_main)
+        progress = config.progress and self.dist.is_main
+        # Every volume decoded once (volume_cache.py), then every volume training will read checked: a bad one
+        # stops the run before the first epoch.
+        self.cache = volume_cache(config.data, rows, config.volume_shape, progress=progress)
+        preflight(config.data, self.rows["train"] + self.rows["val"], progress=progress, cache=self.cache)
         self.train_set = DiscDataset(config.data, self.rows["train"], self.tasks, config.volume_shape,
-                                     mode="train", seed=config.seed)
-        self.val_set = DiscDataset(config.data, self.rows["val"], self.tasks, config.volume_shape, mode="eval")
+                                     mode="train", seed=config.seed, cache=self.cache)
+        self.val_set = DiscDataset(config.data, self.rows["val"], self.tasks, config.volume_shape, mode="eval",
+                                   cache=self.cache)
+        self.num_workers = default_num_workers() if config.num_workers is None else config.num_workers
+        self.train_sampler = EpochSampler()
+        self.train_loaders: dict[bool, torch.utils.data.DataLoader] = {}  # by drop_last: one per phase's setting
         self.weights = [w.to(self.device) for w in class_weights(self.rows["train"], self.tasks)]
         torch.manual_seed(_seed(config.seed, 0))
         self.method = methods.for_config(config)
@@ -140,17 +148,22 @@ class Trainer:
         sampler = self.dist.sampler(self.train_set, _seed(c.seed, phase, epoch, 1))
         # drop_last only where a complete batch remains: an epoch always trains.
         drop_last = c.drop_last and len(sampler) >= c.batch_size
-        loader = torch.utils.data.DataLoader(self.train_set, batch_size=c.batch_size, sampler=sampler,
-                                             num_workers=c.num_workers, drop_last=drop_last)
+        self.train_sampler.set_epoch(epoch + 1000 * phase, sampler)
+        if drop_last not in self.train_loaders:  # one loader (and its workers) for every epoch
+            self.train_loaders[drop_last] = loader(self.train_set, c.batch_size, sampler=self.train_sampler,
+                                                   drop_last=drop_last, num_workers=self.num_workers,
+                                                   device=self.device)
+        batches = self.train_loaders[drop_last]
         rank = self.dist.seed_parts()
         aug_generator = torch.Generator().manual_seed(_seed(c.seed, phase, epoch, 2, *rank))
         torch.manual_seed(_seed(c.seed, phase, epoch, 3, *rank))  # dropout
         # The loss is summed on the device: reading it every batch would wait for the GPU.
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         count = 0
-        bar = tqdm(loader, desc=f"phase {phase} epoch {epoch + 1}", leave=False, disable=not c.progress)
+        bar = tqdm(batches, desc=f"phase {phase} epoch {epoch + 1}", leave=False, disable=not c.progress)
         for step, (volumes, grades) in enumerate(bar):
-            volumes, grades = volumes.to(self.device), grades.to(self.device)
+            volumes = volumes.to(self.device, non_blocking=True)
+            grades = grades.to(self.device, non_blocking=True)
             volumes, flipped = self.augment(volumes, aug_generator)
             # A left-right flip turns the left foramen into the right one.
             grades = swap_flipped(grades, flipped, self.swap)
@@ -174,10 +187,10 @@ class Trainer:
         accuracy of the scores with the fixed thresholds, on a dataset in eval mode."""
         c = self.config
         self.model.eval()
-        loader = torch.utils.data.DataLoader(dataset, batch_size=c.batch_size, num_workers=c.num_workers)
+        batches = loader(dataset, c.batch_size, device=self.device)
         preds, scores, grades = [], [], []
-        for volumes, y in tqdm(loader, desc="validation", leave=False, disable=not c.progress):
-            out = self.model(centre_crop(volumes.to(self.device), c.input_shape))
+        for volumes, y in tqdm(batches, desc="validation", leave=False, disable=not c.progress):
+            out = self.model(centre_crop(volumes.to(self.device, non_blocking=True), c.input_shape))
             m = self.method
             preds.append(torch.stack([m.grade_from_probs(m.class_probs(lt)) for lt in out["logits"]], 1).cpu())
             scores.append(out["scores"].float().cpu())
