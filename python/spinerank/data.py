@@ -447,9 +447,10 @@ class DiscDataset(torch.utils.data.Dataset):
     (the task table's ``masked_for``, e.g. Pfirrmann on T1) are set to -1.
     Items: (volume (1, D, H, W) float32 fitted to ``volume_shape``, grades (T,) int64).
 
-    Batches: ``__getitems__`` (which a DataLoader calls with a batch's indices)
-    returns the whole batch, (B, 1, D, H, W) and (B, T), read from ``cache`` in
-    one gather where the volumes are cached; ``collate_batch`` passes it through.
+    Batches: ``batch(indices)`` returns a whole batch, (B, 1, D, H, W) and (B, T),
+    read from ``cache`` in one gather where the volumes are cached; ``loader``
+    makes DataLoaders that call it once per batch (a plain DataLoader over the
+    dataset still works item by item).
     An index may be an ``(epoch, index)`` pair (``EpochSampler``): the epoch that
     picks a disc's sequence then travels with it, so persistent DataLoader
     workers pick as the main process would. Batches are the same, bit for bit,
@@ -507,10 +508,10 @@ class DiscDataset(torch.utils.data.Dataset):
         return fit_to_shape(volume, self.volume_shape)
 
     def __getitem__(self, index):
-        volumes, grades = self.__getitems__([index])
+        volumes, grades = self.batch([index])
         return volumes[0], grades[0]
 
-    def __getitems__(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         rows = self._rows(indices)
         names = [volume_name(r) for r in rows]
         if self.cache is not None and all(n in self.cache for n in names):
@@ -520,8 +521,25 @@ class DiscDataset(torch.utils.data.Dataset):
         return volumes[:, None], torch.stack([self.grades(r) for r in rows])
 
 
-def collate_batch(batch):
-    """A DiscDataset batch as ``__getitems__`` made it (a DataLoader's collate_fn)."""
+class _Batches(torch.utils.data.Dataset):
+    """A DiscDataset whose DataLoader fetches whole batches: a DataLoader calls
+    ``__getitems__`` with a batch's indices where a dataset has it."""
+
+    def __init__(self, dataset: DiscDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.dataset[index]
+
+    def __getitems__(self, indices):
+        return self.dataset.batch(indices)
+
+
+def _whole_batch(batch):
+    """The collate_fn of ``loader``: the batch is whole already."""
     return batch
 
 
@@ -554,13 +572,13 @@ def default_num_workers() -> int:
 
 def loader(dataset: DiscDataset, batch_size: int, *, sampler=None, drop_last: bool = False, num_workers: int = 0,
            device: torch.device | str = "cpu") -> torch.utils.data.DataLoader:
-    """A DataLoader of whole batches (``__getitems__``): pinned memory for a CUDA
-    device (copy with ``non_blocking=True``), persistent workers with prefetch
-    when ``num_workers`` > 0."""
+    """A DataLoader of whole batches (``DiscDataset.batch``): pinned memory for a
+    CUDA device (copy with ``non_blocking=True``), persistent workers with
+    prefetch when ``num_workers`` > 0."""
     cuda = torch.device(device).type == "cuda"
     workers = dict(persistent_workers=True, prefetch_factor=2) if num_workers > 0 else {}
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-                                       num_workers=num_workers, collate_fn=collate_batch, pin_memory=cuda, **workers)
+    return torch.utils.data.DataLoader(_Batches(dataset), batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+                                       num_workers=num_workers, collate_fn=_whole_batch, pin_memory=cuda, **workers)
 
 
 def split_rows(rows: list[VolumeRow], splits: dict[str, str]) -> dict[str, list[VolumeRow]]:
