@@ -194,3 +194,17 @@ def test_the_cache_command_builds_what_train_reads(cohort, capsys):
     built = next((cohort / ".cache").glob("*.npy"))
     trainer = Trainer(tiny_config(cohort, cohort.parent / "run", epochs_phase1=1, epochs_phase2=0))
     assert trainer.cache.file == built  # reused, not rebuilt
+
+
+def test_a_batch_in_use_is_never_overwritten_by_the_next(cohort):
+    rows = rows_of(cohort)
+    cache = open_cache(cohort, rows, SHAPE, progress=False)
+    names = [volume_name(r) for r in rows]
+    first = torch.from_numpy(cache.gather(names[:4]))
+    kept = first.clone()
+    second = cache.gather(names[4:8])  # first still referenced: a new buffer
+    assert torch.equal(first, kept) and not np.shares_memory(first.numpy(), second)
+    del first, second
+    third = cache.gather(names[8:12])  # nothing references the earlier buffers: one is reused
+    assert any(np.shares_memory(third, b) for b in cache._buffers)
+    assert np.array_equal(third, np.stack([cache.gather([n]).copy()[0] for n in names[8:12]]))
