@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pathlib
 import warnings
 
 import torch
@@ -41,9 +42,36 @@ def _find_library(stem: str = "_C"):
     return None, None
 
 
+def _installed_elsewhere():
+    """The folder of an installed spinerank_ext that holds the compiled library,
+    when the package imported is another one (the source tree, shadowing it)."""
+    import spinerank_ext
+
+    try:
+        from importlib import metadata
+
+        installed = pathlib.Path(str(metadata.distribution("spinerank_ext").locate_file("spinerank_ext")))
+    except Exception:  # not installed, or metadata unreadable
+        return None
+    here = {pathlib.Path(p).resolve() for p in spinerank_ext.__path__}
+    if installed.resolve() in here or not glob.glob(str(installed / "_C.*so")):
+        return None
+    return installed
+
+
 def _load():
     path, folder = _find_library()
     if path is None:
+        import spinerank_ext
+
+        elsewhere = _installed_elsewhere()
+        if elsewhere is not None:
+            raise CompiledOpsUnavailable(
+                f"this is the source tree {spinerank_ext.__path__[0]}, which has no compiled library: the current "
+                f"directory comes first on sys.path and hides the installed package in {elsewhere}. Run from "
+                "another directory, or, to develop in the source tree, install it editable: "
+                "`pip install --no-build-isolation -e .`"
+            )
         raise CompiledOpsUnavailable(
             "the compiled library spinerank_ext/_C.so was not found; "
             "build it with `pip install .` from the repository root"

@@ -235,7 +235,8 @@ def test_predict_skips_unreadable_files_and_matches_evaluate(run, cohort, tmp_pa
 
     nibabel.save(nibabel.Nifti1Image(np.load(volumes[0]), np.eye(4)), folder / "zz_first.nii.gz")
     out = tmp_path / "preds.csv"
-    code = cli.main(["predict", "--checkpoint", str(run / "best.pt"), "--out", str(out), "--quiet", str(folder)])
+    code = cli.main(["predict", "--checkpoint", str(run / "best.pt"), "--out", str(out), "--no-tta", "--quiet",
+                     str(folder)])
     assert code == 3  # broken.npy was skipped (issue 13: a distinct exit status)
     assert "broken.npy" in capsys.readouterr().err
     rows = read_predictions(out)

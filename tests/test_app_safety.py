@@ -187,7 +187,7 @@ def test_os_errors_are_one_line_with_exit_2(trained, tmp_path, capsys, monkeypat
     # --out under a regular file: the OS refuses to make the folder.
     (tmp_path / "file").write_text("x")
     code = main(["train", "--data", str(trained / "data"), "--out", str(tmp_path / "file" / "run"),
-                 "--config", str(trained / "c.json"), "--quiet"])
+                 "--config", str(trained / "c.json"), "--preset", "paper", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("spinerank: error: ") and err.count("\n") == 1, err
 

@@ -406,9 +406,12 @@ def test_custom_task_table(tmp_path):
     assert (tmp_path / "d" / "labels.csv").read_bytes() == (tmp_path / "c" / "labels.csv").read_bytes()
 
 
-def test_progress_bar(tmp_path, capsys):
+def test_progress_bar(tmp_path, capsys, monkeypatch):
+    from spinerank import progress
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)  # stderr is not a terminal here: log lines
     synth.synthesize(tmp_path / "p", subjects=2, shape=SMALL, workers=1, progress=True)
-    assert "synth" in capsys.readouterr().err
+    assert "synth: 2/2 subject (100%)" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- bad input

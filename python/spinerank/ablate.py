@@ -33,6 +33,7 @@ from . import metrics as metrics_lib
 from . import thresholds as thresholds_lib
 from .checkpoint import atomic_write_text, json_safe
 from .compare import _train
+from .progress import summaries
 
 KINDS = ("thresholds", "heads")
 
@@ -105,7 +106,7 @@ def ablate_thresholds(run, out=None, tta: bool = True, sequences=None, objective
             if problem:
                 per_task[name]["not_fitted"] = problem
         variants[method] = _variant(per_task)
-        if progress:
+        if summaries(progress):
             agg = variants[method]
             print(f"{method}: BA {agg['balanced_accuracy']['mean']:.3f}, QWK {agg['qwk']['mean']:.3f}", flush=True)
     result = {"what": "thresholds", "run": str(run), "method": predictor.method.name, "objective": objective,
@@ -144,7 +145,7 @@ def ablate_heads(data: str, out, heads=config_lib.RANK_HEADS, method: str = "spi
         _train(out / head, config, progress)
     variants, first = {}, None
     for head in heads:
-        if progress:
+        if summaries(progress):
             print(f"== evaluating the {head} head", flush=True)
         evaluated = evaluate(out / head, tta=tta, device=device, progress=progress, sequences=sequences)
         first = first or evaluated

@@ -86,6 +86,24 @@ def _resumed_config(args):
     return config_lib.TrainConfig(**saved)
 
 
+def _preset(args) -> str | None:
+    """The preset to train with: the one given (--preset, or the --config file's),
+    else the device's: tiny on the CPU, paper on CUDA, announced with what it trains."""
+    from . import config as config_lib
+
+    if args.preset or (args.config and config_lib.load_file(args.config).get("preset")):
+        return args.preset
+    device = getattr(args, "device", None) or "cpu"
+    preset = "paper" if device == "cuda" else "tiny"
+    c = config_lib.resolve(preset, None)
+    other = ("; --preset paper trains the paper's full model (for a GPU: days on a CPU)" if preset == "tiny" else
+             "; --preset tiny trains a small model in minutes")
+    print(f"spinerank: no --preset given: {preset} for --device {device} (width {c.width}, at most "
+          f"{c.epochs_phase1} + {c.epochs_phase2} epochs, volumes (D, H, W) {tuple(c.volume_shape)}){other}",
+          file=sys.stderr)
+    return preset
+
+
 def _train(args) -> None:
     from . import config as config_lib
     from . import distributed
@@ -95,7 +113,7 @@ def _train(args) -> None:
         config = _resumed_config(args)
     else:
         config = config_lib.resolve(
-            args.preset, args.config, data=args.data, out=args.out, epochs_phase1=args.epochs_phase1,
+            _preset(args), args.config, data=args.data, out=args.out, epochs_phase1=args.epochs_phase1,
             epochs_phase2=args.epochs_phase2, batch_size=args.batch_size, device=args.device,
             amp=args.amp or None, max_pairs=args.max_pairs, seed=args.seed, progress=not args.quiet,
             method=args.method, corn_class_weights=args.corn_class_weights or None, init_phase1=args.init_phase1,
@@ -140,7 +158,7 @@ def _evaluate(args) -> None:
 def _compare(args) -> None:
     from .compare import compare
 
-    summary = compare(args.data, args.out, methods=args.methods, preset=args.preset, config_file=args.config,
+    summary = compare(args.data, args.out, methods=args.methods, preset=_preset(args), config_file=args.config,
                       tta=args.tta, device=args.device, progress=not args.quiet, seed=args.seed,
                       epochs_phase1=args.epochs_phase1, epochs_phase2=args.epochs_phase2, sequences=args.sequences)
     print((pathlib.Path(args.out) / "comparison.md").read_text())
@@ -166,7 +184,7 @@ def _ablate(args) -> None:
     else:
         if args.run is not None:
             raise ValueError("--what heads trains its own runs from --data into --out; --run is for --what thresholds")
-        result = ablate("heads", data=args.data, out=args.out, heads=args.heads or RANK_HEADS, preset=args.preset,
+        result = ablate("heads", data=args.data, out=args.out, heads=args.heads or RANK_HEADS, preset=_preset(args),
                         config_file=args.config, tta=args.tta, sequences=args.sequences, device=args.device,
                         progress=not args.quiet, seed=args.seed, epochs_phase1=args.epochs_phase1,
                         epochs_phase2=args.epochs_phase2)
@@ -243,26 +261,55 @@ def _demo(args) -> None:
          progress=not args.quiet)
 
 
+QUIET_HELP = "-q: no progress bars (summaries stay); -qq: only warnings, errors and the final line"
 PRESET_NAMES = ["paper", "official", "tiny"]
-PRESET_HELP = ("paper: the paper's model and protocol as its text gives them (default); official: the same trained "
-               "as the published code trains it; tiny: a small CPU version")
+PRESET_HELP = ("paper: the paper's model and protocol as its text gives them; official: the same trained as the "
+               "published code trains it; tiny: a small CPU version (default: tiny with --device cpu, paper with "
+               "cuda, announced)")
+
+
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless it says it already."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or default in (None, False, 0, argparse.SUPPRESS) or "default" in text
+                or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {shown})"
+
+
+def version_line() -> str:
+    from importlib import metadata
+
+    import torch
+
+    try:
+        version = metadata.version("spinerank_ext")
+    except metadata.PackageNotFoundError:
+        version = "not installed"
+    cuda = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU build"
+    return f"spinerank {version} (torch {torch.__version__}, {cuda}, Python {sys.version.split()[0]})"
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spinerank", description="SpineRankNet: continuous spine-degeneration "
-                                "severity scores from lumbar MRI.")
-    sub = p.add_subparsers(dest="command", required=True)
+                                "severity scores from lumbar MRI.", formatter_class=_HelpWithDefaults)
+    p.add_argument("--version", action="version", version=version_line(), help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("synth", help="write a synthetic cohort (phantom volumes with known severities)")
     s.add_argument("--out", required=True, help="dataset folder to create")
-    s.add_argument("--subjects", type=int, default=300)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--subjects", type=int, default=300, help="subjects (1-6 discs each, T1 and T2 volumes)")
+    s.add_argument("--seed", type=int, default=0, help="random seed of the cohort")
     s.add_argument("--shape", type=int, nargs=3, default=(48, 80, 10), metavar=("H", "W", "D"),
                    help="volume size (rows, columns, slices); the paper's is 192 320 15")
     s.add_argument("--workers", type=int, help="processes (default: the available CPUs)")
     s.add_argument("--overwrite", action="store_true",
                    help="replace a synthetic cohort already in --out (never another dataset)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("-q", "--quiet", action="count", default=0, help=QUIET_HELP)
     s.set_defaults(handler=_synth)
 
     t = sub.add_parser("train", help="train SpineRankNet (both phases) or a baseline (--method)")
@@ -271,13 +318,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, config.json)")
     t.add_argument("--preset", choices=PRESET_NAMES, default=None, help=PRESET_HELP)
     t.add_argument("--config", help="YAML or JSON file of TrainConfig settings")
-    t.add_argument("--epochs-phase1", type=int)
-    t.add_argument("--epochs-phase2", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--device", choices=["cpu", "cuda"])
+    t.add_argument("--epochs-phase1", type=int, help="phase-1 epochs at most (default: the preset's)")
+    t.add_argument("--epochs-phase2", type=int, help="phase-2 epochs at most (default: the preset's)")
+    t.add_argument("--batch-size", type=int, help="discs per batch (default: the preset's, 32 for paper)")
+    t.add_argument("--device", choices=["cpu", "cuda"], help="where to train (default: cpu)")
     t.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     t.add_argument("--max-pairs", type=int, help="mine at most this many pairs per task (default: all)")
-    t.add_argument("--seed", type=int)
+    t.add_argument("--seed", type=int, help="seed of initialisation, order and augmentation (default: 0)")
     t.add_argument("--method", help="ce, corn, mae (phase 1 only), ranknet, deeprank or spinerank (default; "
                    "both phases): the baselines of SPEC §7 on the same encoder and protocol")
     t.add_argument("--corn-class-weights", action="store_true",
@@ -288,7 +335,7 @@ def parser() -> argparse.ArgumentParser:
                    help="ranking head variant: mlp (the paper's, default), linear, kan or transformer")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt, as configured "
                    "(--data, --device and --quiet may change; other settings given must equal the saved ones)")
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument("-q", "--quiet", action="count", default=0, help=QUIET_HELP)
     t.set_defaults(handler=_train)
 
     def tta_flag(command, default):
@@ -308,11 +355,13 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--run", required=True, help="run folder (best.pt)")
     data_flag(c)
     tta_flag(c, True)
-    c.add_argument("--method", choices=list(THRESHOLD_METHODS), default="grid")
-    c.add_argument("--objective", choices=list(OBJECTIVES), default="composite")
+    c.add_argument("--method", choices=list(THRESHOLD_METHODS), default="grid",
+                   help="threshold fitting: the paper's grid search, isotonic regression, Youden's index or a GMM")
+    c.add_argument("--objective", choices=list(OBJECTIVES), default="composite",
+                   help="what the grid search maximises on the validation scores")
     sequences_flag(c)
-    c.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    c.add_argument("--quiet", action="store_true")
+    c.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
+    c.add_argument("-q", "--quiet", action="count", default=0, help=QUIET_HELP)
     c.set_defaults(handler=_calibrate)
 
     e = sub.add_parser("evaluate", help="metrics, predictions and a report on the test split")
@@ -321,26 +370,27 @@ def parser() -> argparse.ArgumentParser:
     tta_flag(e, True)
     e.add_argument("--out", help="report folder (default RUN/eval, or RUN/eval-no-tta)")
     sequences_flag(e)
-    e.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    e.add_argument("--quiet", action="store_true")
+    e.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
+    e.add_argument("-q", "--quiet", action="count", default=0, help=QUIET_HELP)
     e.set_defaults(handler=_evaluate)
 
     def several_runs_flags(command, each):
         """The settings of commands that train, calibrate and evaluate several runs (compare, ablate)."""
         command.add_argument("--preset", choices=PRESET_NAMES, default=None, help=PRESET_HELP)
         command.add_argument("--config", help=f"YAML or JSON file of TrainConfig settings for every {each}")
-        command.add_argument("--epochs-phase1", type=int)
-        command.add_argument("--epochs-phase2", type=int)
-        command.add_argument("--seed", type=int)
+        command.add_argument("--epochs-phase1", type=int, help="phase-1 epochs at most (default: the preset's)")
+        command.add_argument("--epochs-phase2", type=int, help="phase-2 epochs at most (default: the preset's)")
+        command.add_argument("--seed", type=int, help="training seed of every run (default: 0)")
         tta_flag(command, True)
         sequences_flag(command)
-        command.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-        command.add_argument("--quiet", action="store_true")
+        command.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
+        command.add_argument("-q", "--quiet", action="count", default=0, help=QUIET_HELP)
 
     m = sub.add_parser("compare", help="train, calibrate and evaluate several methods; a Table-1 comparison")
-    m.add_argument("--data", required=True)
-    m.add_argument("--out", required=True)
-    m.add_argument("--methods", nargs="+", choices=list(METHOD_NAMES), default=["ce", "spinerank"])
+    m.add_argument("--data", required=True, help="dataset folder (labels.csv, volumes/)")
+    m.add_argument("--out", required=True, help="folder of the runs, comparison.md and comparison.json")
+    m.add_argument("--methods", nargs="+", choices=list(METHOD_NAMES), default=["ce", "spinerank"],
+                   help="the methods to train and compare")
     several_runs_flags(m, "method")
     m.set_defaults(handler=_compare)
 
@@ -364,7 +414,7 @@ def parser() -> argparse.ArgumentParser:
                        "small_input = 1. Exit status: 0 all predicted, 3 some skipped (the CSV holds the rest), "
                        "2 none predicted or another error.")
     r.add_argument("--checkpoint", required=True, help="RUN/best.pt (its RUN/thresholds.json grades the scores)")
-    tta_flag(r, False)
+    tta_flag(r, True)
     r.add_argument("--out", required=True, help="CSV to write")
     r.add_argument("inputs", nargs="*", help="volume files or folders; with --mask or --disc-points: the one whole "
                    "sagittal series (.mha, .nii.gz, ... as SimpleITK reads)")
@@ -375,8 +425,8 @@ def parser() -> argparse.ArgumentParser:
                    "instance_number, x, y (pixel coordinates on an instance, as the RSNA 2024 coordinates file)")
     r.add_argument("--dicom", metavar="SERIES_DIR", help="a DICOM series folder (.dcm files) as the whole series, "
                    "with --disc-points")
-    r.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    r.add_argument("--quiet", action="store_true")
+    r.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
+    r.add_argument("-q", "--quiet", action="count", default=0, help=QUIET_HELP)
     r.set_defaults(handler=_predict)
 
     i = sub.add_parser("import", help="import a public dataset of whole scans into a disc dataset folder")
@@ -397,7 +447,7 @@ def parser() -> argparse.ArgumentParser:
 
     def run_flags(command):
         command.add_argument("--workers", type=int, help="processes (default: the available CPUs)")
-        command.add_argument("--quiet", action="store_true", help="no progress bar")
+        command.add_argument("-q", "--quiet", action="count", default=0, help=QUIET_HELP)
         command.set_defaults(handler=_import)
 
     sp = sources.add_parser(
@@ -436,17 +486,25 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--preset", choices=PRESET_NAMES, default="paper",
                    help="the preset whose volume_shape to cache (default: paper, 15 x 192 x 320)")
     k.add_argument("--shape", type=int, nargs=3, metavar=("D", "H", "W"), help="another volume shape")
-    k.add_argument("--quiet", action="store_true", help="no progress bar")
+    k.add_argument("-q", "--quiet", action="count", default=0, help=QUIET_HELP)
     k.set_defaults(handler=_cache)
 
     d = sub.add_parser("demo", help="synthesise a cohort, compare CE and SpineRankNet on it, write the reports")
-    d.add_argument("--out", required=True)
+    d.add_argument("--out", required=True, help="folder of the cohort, the runs and the reports")
     d.add_argument("--all-methods", action="store_true", help="compare all six methods")
-    d.add_argument("--subjects", type=int, default=200)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--quiet", action="store_true")
+    d.add_argument("--subjects", type=int, default=200, help="subjects of the synthetic cohort")
+    d.add_argument("--seed", type=int, default=0, help="seed of the cohort")
+    d.add_argument("-q", "--quiet", action="count", default=0, help=QUIET_HELP)
     d.set_defaults(handler=_demo)
     return p
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every subcommand's parser: help with defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpWithDefaults)
+        super().__init__(*args, **kwargs)
 
 
 def _terminate(signum, frame):
@@ -455,6 +513,9 @@ def _terminate(signum, frame):
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    from . import progress
+
+    progress.set_verbosity(2 - min(getattr(args, "quiet", 0), 2))
     signal.signal(signal.SIGTERM, _terminate)  # `kill` stops as cleanly as Ctrl-C
     try:
         code = args.handler(args)
@@ -464,6 +525,8 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as exc:  # OSError: permissions, a full disk, a read-only folder, ...
         print(f"spinerank: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    finally:
+        progress.set_verbosity(None)  # a library caller in this process follows its own settings again
     return code if isinstance(code, int) else 0
 
 

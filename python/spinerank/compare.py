@@ -18,6 +18,7 @@ import time
 from . import config as config_lib
 from . import methods as methods_lib
 from .checkpoint import atomic_write_text, json_safe
+from .progress import summaries
 
 #: (key in metrics.json's aggregate, column title, larger is better)
 COLUMNS = (("balanced_accuracy", "BA", True), ("roc_auc", "ROC-AUC", True), ("qwk", "QWK", True),
@@ -30,14 +31,14 @@ def _train(run: pathlib.Path, config: config_lib.TrainConfig, progress: bool) ->
     from .train import Trainer
 
     if (run / DONE_FILE).exists():
-        if progress:
+        if summaries(progress):
             print(f"{run}: trained before, reusing it", flush=True)
         return
     resume = (run / "last.pt").exists()
     if resume:
         config = config_lib.TrainConfig(**{**config_lib.load_file(run / "config.json"), "data": config.data,
                                            "out": config.out, "progress": progress, "device": config.device})
-    if progress:
+    if summaries(progress):
         print(f"== training {config.method} in {run}{' (resuming)' if resume else ''}", flush=True)
     result = Trainer(config).run(resume=resume)
     atomic_write_text(run / DONE_FILE, json.dumps(result) + "\n")
@@ -69,7 +70,7 @@ def compare(data: str, out: str, methods=("ce", "spinerank"), preset: str | None
 
     results = {}
     for name in methods:
-        if progress:
+        if summaries(progress):
             print(f"== evaluating {name}", flush=True)
         results[name] = evaluate(out / name, tta=tta, device=device, progress=progress, sequences=sequences)
     table = {name: {key: {"mean": r["aggregate"][key]["mean"], "std": r["aggregate"][key]["std"]}

@@ -25,7 +25,7 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .checkpoint import atomic_write_text
 from .tasks import TaskTable
@@ -322,7 +322,7 @@ def preflight(data_dir: str | pathlib.Path, rows: list[VolumeRow], *, progress: 
         return index, row, path, None if reason is None else f"{path} (labels.csv line {row.line}): {reason}"
 
     workers = workers or min(8, os.cpu_count() or 1)
-    bar = tqdm(total=len(rows), desc=desc, unit="volume", leave=False, disable=not progress)
+    bar = progress_bar(total=len(rows), desc=desc, unit="volume", leave=False, disable=not progress)
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         for index, row, path, problem in pool.map(check, enumerate(rows)):
             bar.update()

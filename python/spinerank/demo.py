@@ -11,6 +11,7 @@ import pathlib
 import time
 
 from . import methods as methods_lib
+from .progress import summaries
 
 
 def demo(out, all_methods: bool = False, subjects: int = 200, seed: int = 0, progress: bool = True) -> dict:
@@ -21,17 +22,17 @@ def demo(out, all_methods: bool = False, subjects: int = 200, seed: int = 0, pro
     out = pathlib.Path(out)
     cohort = out / "cohort"
     if (cohort / "labels.csv").exists():
-        if progress:
+        if summaries(progress):
             print(f"== reusing the synthetic cohort in {cohort}", flush=True)
     else:
-        if progress:
+        if summaries(progress):
             print(f"== synthesising {subjects} subjects into {cohort}", flush=True)
         synthesize(cohort, subjects=subjects, seed=seed, progress=progress)
     methods = methods_lib.METHOD_NAMES if all_methods else ("ce", "spinerank")
     summary = compare(str(cohort), str(out / "compare"), methods=methods, preset="tiny", tta=True,
                       progress=progress, seed=seed)
     minutes = (time.perf_counter() - started) / 60
-    if progress:
+    if summaries(progress):
         print((out / "compare" / "comparison.md").read_text())
         print(f"demo finished in {minutes:.1f} min: comparison in {out}/compare/comparison.md, "
               f"reports in {out}/compare/<method>/eval/report.md", flush=True)

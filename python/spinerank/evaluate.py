@@ -31,6 +31,7 @@ from . import metrics as metrics_lib
 from . import rsna_metric
 from .checkpoint import atomic_write_text, json_safe
 from .inference import Predictions
+from .progress import summaries
 
 
 def read_latent(data_dir: str | pathlib.Path, task_names: list[str]) -> dict[str, np.ndarray] | None:
@@ -75,7 +76,7 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
     if predictor.method.ranking:
         saved = calibrate_lib.load_thresholds(run, tasks.names)
         if saved is None or saved["tta"] != tta or saved.get("sequences") != list(sequences):
-            if progress:
+            if summaries(progress):
                 print(f"calibrating thresholds on the validation split ({'with' if tta else 'without'} TTA, "
                       f"{' and '.join(sequences)} volumes)", flush=True)
             calibrate_lib.calibrate(run, tta=tta, predictor=predictor, progress=progress, sequences=sequences)

@@ -14,7 +14,7 @@ import pathlib
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 import spinerank_ext
 
@@ -139,7 +139,7 @@ class Predictor:
         from .data import loader
 
         parts, grades = [], []
-        for volumes, y in tqdm(loader(dataset, batch_size, device=self.device), desc=desc, leave=False,
+        for volumes, y in progress_bar(loader(dataset, batch_size, device=self.device), desc=desc, leave=False,
                                disable=not progress):
             parts.append(self(volumes, tta))
             grades.append(y.numpy())

@@ -32,7 +32,7 @@ import sys
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from . import calibrate as calibrate_lib
 from .data import fit_to_shape, load_volume
@@ -143,7 +143,7 @@ def predict(checkpoint, inputs, out, tta: bool = False, device: str = "cpu", bat
                     + [f"{n}_{c}" for n in tasks.names for c in ("score", "grade", "std", "borderline")])
     small = []
     predicted_count = 0
-    bar = tqdm(total=total, desc="predicting", unit="volume", disable=not progress)
+    bar = progress_bar(total=total, desc="predicting", unit="volume", disable=not progress)
     items = iter(items)
     while True:
         batch, names, fields, flagged = [], [], [], []

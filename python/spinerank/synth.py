@@ -682,8 +682,8 @@ def synthesize(out_dir, subjects: int = 300, seed: int = 0, shape: Sequence[int]
     bar = None
     if progress:
         try:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=subjects, unit="subject", desc="synth")
+            from .progress import progress_bar
+            bar = progress_bar(total=subjects, unit="subject", desc="synth")
         except ImportError:  # progress bars are a nicety, not a requirement
             bar = None
     try:

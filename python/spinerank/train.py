@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .progress import progress_bar, summaries
 
 import spinerank_ext
 
@@ -160,7 +160,7 @@ class Trainer:
         # The loss is summed on the device: reading it every batch would wait for the GPU.
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         count = 0
-        bar = tqdm(batches, desc=f"phase {phase} epoch {epoch + 1}", leave=False, disable=not c.progress)
+        bar = progress_bar(batches, desc=f"phase {phase} epoch {epoch + 1}", leave=False, disable=not c.progress)
         for step, (volumes, grades) in enumerate(bar):
             volumes = volumes.to(self.device, non_blocking=True)
             grades = grades.to(self.device, non_blocking=True)
@@ -189,7 +189,7 @@ class Trainer:
         self.model.eval()
         batches = loader(dataset, c.batch_size, device=self.device)
         preds, scores, grades = [], [], []
-        for volumes, y in tqdm(batches, desc="validation", leave=False, disable=not c.progress):
+        for volumes, y in progress_bar(batches, desc="validation", leave=False, disable=not c.progress):
             out = self.model(centre_crop(volumes.to(self.device, non_blocking=True), c.input_shape))
             m = self.method
             preds.append(torch.stack([m.grade_from_probs(m.class_probs(lt)) for lt in out["logits"]], 1).cpu())
@@ -310,7 +310,7 @@ class Trainer:
                 "seconds": round(time.perf_counter() - started, 3)}))
             self._save_last(state, optimizer, scheduler)
             self._write_metrics()
-            if c.progress:
+            if summaries(c.progress):
                 name = "balanced accuracy" if state.phase == 1 or c.phase2_selection != "qwk" else "QWK"
                 print(f"phase {state.phase} epoch {state.epoch}/{max_epochs}: train loss {train_loss:.4f}, "
                       f"val mean {name} {metric:.3f} (best {state.best_metric:.3f} @ {state.best_epoch})",

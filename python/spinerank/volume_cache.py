@@ -174,7 +174,7 @@ def open_cache(data_dir, paths: dict[str, pathlib.Path], shape, *, progress: boo
 
 def _build(folder, index_path, paths, stamps, shape, old, progress) -> dict:
     import torch
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     from .data import fit_to_shape, load_volume
 
@@ -185,7 +185,7 @@ def _build(folder, index_path, paths, stamps, shape, old, progress) -> dict:
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=DTYPE, shape=(len(names), *shape))
         rows, unreadable = {}, {}
-        for name in tqdm(names, desc="caching volumes", unit="volume", leave=False, disable=not progress):
+        for name in progress_bar(names, desc="caching volumes", unit="volume", leave=False, disable=not progress):
             try:
                 volume = torch.from_numpy(np.ascontiguousarray(load_volume(paths[name]).transpose(2, 0, 1)))
             except ValueError:  # not cached: read (and its error reported) where it is used

@@ -128,7 +128,7 @@ def run_jobs(jobs: dict, keys: dict, work, out: pathlib.Path, *, workers: int | 
     ``work`` returns {"rows": [labels.csv rows with ivd_id and sequence],
     "report": [report rows], "seconds": float}; its volumes are written before it
     returns, and the record after, so a record always describes files that exist."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     results, pending = {}, []
     for name, job in jobs.items():
@@ -142,7 +142,7 @@ def run_jobs(jobs: dict, keys: dict, work, out: pathlib.Path, *, workers: int | 
         else:
             pending.append(name)
     workers = max(1, min(workers or os.cpu_count() or 1, len(pending) or 1))
-    bar = tqdm(total=len(jobs), initial=len(results), desc=desc, unit=unit, disable=not progress)
+    bar = progress_bar(total=len(jobs), initial=len(results), desc=desc, unit=unit, disable=not progress)
 
     def finish(name, result):
         result = {"key": keys[name], **result}
