@@ -36,7 +36,7 @@ BENCHES := pairwise_rank_loss augmentation thresholds
 
 bench: $(VENV)/.installed
 	for b in $(BENCHES); do \
-	  $(BIN)/pytest benchmarks/test_bench_$$b.py --benchmark-json=benchmarks/results/cpu-$$b.json || exit 1; \
+	  $(BIN)/pytest benchmarks/test_bench_$$b.py --bench-large --benchmark-json=benchmarks/results/cpu-$$b.json || exit 1; \
 	done
 	for b in $(BENCHES); do $(BIN)/python benchmarks/render_table.py benchmarks/results/cpu-$$b.json; done
 	$(BIN)/python benchmarks/render_table.py --readme README.md
@@ -66,7 +66,7 @@ bench-pipeline: $(VENV)/.installed
 
 # Every benchmark case once, untimed: they still check their results.
 bench-smoke: $(VENV)/.installed
-	$(BIN)/pytest benchmarks --benchmark-disable -q
+	$(BIN)/pytest benchmarks --bench-large --benchmark-disable -q
 
 clean:
 	rm -rf build $(VENV) .torchinductor .pytest_cache .benchmarks demo

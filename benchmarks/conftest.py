@@ -9,6 +9,7 @@ sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != ROOT]
 os.environ.setdefault("SPINERANK_EXT_REQUIRE_COMPILED", "1")
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".torchinductor"))
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
@@ -40,3 +41,70 @@ def drop_raw_timings(output_json):
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     drop_raw_timings(output_json)
+
+
+# ---------------------------------------------------------------------------
+# The default run (`pytest benchmarks`): small and medium cases, a verdict at the end.
+# `--bench-large` (make bench) adds the large ones and measures every case's memory.
+
+
+def pytest_addoption(parser):
+    parser.addoption("--bench-large", action="store_true", default=False,
+                     help="also the large cases (B = 4096 eager, 65 536, the 5 GB reference) and every case's "
+                     "peak memory (make bench)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "large: a case run only with --bench-large (minutes, GBs)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--bench-large"):
+        return
+    skip = pytest.mark.skip(reason="a large case: run with --bench-large (make bench)")
+    for item in items:
+        if "large" in item.keywords:
+            item.add_marker(skip)
+
+
+#: The implementation each baseline is compared with, per benchmark file's naming.
+OURS = ("fused", "vectorised")
+
+
+def ratio_rows(benchmarks):
+    """[(case, {baseline: times slower than ours})] from pytest-benchmark's results."""
+    groups: dict[str, dict[str, float]] = {}
+    for bench in benchmarks:
+        median = getattr(bench.stats, "median", None) if bench.stats else None
+        impl = bench.extra_info.get("impl")
+        if median and impl:
+            groups.setdefault(bench.group or bench.name, {})[impl] = median
+    rows = []
+    for case, medians in groups.items():
+        ours = next((medians[o] for o in OURS if o in medians), None)
+        if ours:
+            rows.append((case, {impl: m / ours for impl, m in medians.items() if impl not in OURS}))
+    return rows
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark's own tables: the verdict ends the output
+def pytest_terminal_summary(terminalreporter, config):
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or config.getoption("benchmark_disable", False):
+        return
+    rows = ratio_rows(session.benchmarks)
+    if not rows:
+        return
+    order = ["reference", "reference_compiled", "host_pairs"]
+    baselines = sorted({b for _, r in rows for b in r}, key=lambda b: (order.index(b) if b in order else 9, b))
+    width = max(len(case) for case, _ in rows)
+    write = terminalreporter.write_line
+    terminalreporter.section("spinerank_ext: how many times slower each baseline is than the fused op (median)")
+    write(f"{'case':<{width}}  " + "  ".join(f"{b:>18}" for b in baselines))
+    for case, r in rows:
+        write(f"{case:<{width}}  " + "  ".join(f"{(f'{r[b]:.1f}x' if b in r else '-'):>18}" for b in baselines))
+    info = {}
+    pytest_benchmark_update_machine_info(config, info)
+    write(f"machine: {info['cpu_model']}, {info['cpu_count']} cores, {info['torch_threads']} torch threads, "
+          f"torch {info['torch']}{', GPU ' + info['gpu'] if info['gpu'] else ''}; "
+          f"load average {', '.join(f'{v:.2f}' for v in info['load_average'] or [])}")

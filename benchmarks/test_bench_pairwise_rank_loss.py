@@ -47,6 +47,11 @@ MINED = [(impl, B, 4 * B) for impl in ("fused", "reference") for B in (32, 128, 
 SINGLE_ROUND = {("reference", 4096, None), ("fused", 65536, 500), ("fused", 65536, 100_000)}
 
 
+def large(cases):
+    """Cases of B >= 4096 run only with --bench-large (make bench): pytest.param with the ``large`` mark."""
+    return [pytest.param(*case, marks=pytest.mark.large) if case[1] >= 4096 else case for case in cases]
+
+
 def batch(B, seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     scores = torch.rand(B, len(TASK_KS), generator=g) * 10
@@ -84,11 +89,11 @@ def run_case(benchmark, request, impl, B, device, max_pairs=None):
         benchmark.pedantic(step, rounds=1, iterations=1)
     else:
         benchmark(step)
-    # Memory: every case in the timed run; in the smoke run one small case, to
-    # keep the measurement itself tested.
+    # Memory (a fresh process per case): every case with --bench-large (make bench); otherwise one small
+    # case, to keep the measurement itself tested.
     if device == "cuda":
         benchmark.extra_info["peak_extra_bytes"] = cuda_peak_extra_bytes(step)[0]
-    elif not smoke or (impl == "fused" and B == 32):
+    elif (request.config.getoption("--bench-large") and not smoke) or (impl == "fused" and B == 32):
         benchmark.extra_info["peak_extra_bytes"] = measure_case(
             pathlib.Path(__file__), "make_step", impl=impl, B=B, device=device, max_pairs=max_pairs)
     return step
@@ -109,7 +114,7 @@ def expected_grad(scores, grades, B):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("impl,B", ALL_PAIRS, ids=[f"{i}-B{b}" for i, b in ALL_PAIRS])
+@pytest.mark.parametrize("impl,B", large(ALL_PAIRS), ids=[f"{i}-B{b}" for i, b in ALL_PAIRS])
 def test_loss_fwd_bwd(benchmark, request, impl, B, device):
     benchmark.group = f"pairwise_rank_loss fwd+bwd, B={B}, T=11, float32, {device}"
     step = run_case(benchmark, request, impl, B, device)
@@ -121,7 +126,7 @@ def test_loss_fwd_bwd(benchmark, request, impl, B, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("impl,B,max_pairs", MINED, ids=[f"{i}-B{b}-max{m}" for i, b, m in MINED])
+@pytest.mark.parametrize("impl,B,max_pairs", large(MINED), ids=[f"{i}-B{b}-max{m}" for i, b, m in MINED])
 def test_loss_mined_fwd_bwd(benchmark, request, impl, B, max_pairs, device):
     benchmark.group = f"pairwise_rank_loss mined fwd+bwd, B={B}, max_pairs={max_pairs}, {device}"
     step = run_case(benchmark, request, impl, B, device, max_pairs)
