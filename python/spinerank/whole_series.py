@@ -29,7 +29,7 @@ import sys
 import numpy as np
 
 from .importers import geometry
-from .importers.common import read_image as read_scan
+from .importers.common import read_image
 from .importers.spider import DISC_LABEL_OFFSET, LEVELS, disc_crop, disc_labels
 
 #: The columns a whole-series prediction adds after ``file``.
@@ -178,10 +178,10 @@ def disc_items(predictor, inputs, *, mask=None, disc_points=None, dicom_folder=N
                          f"(got {len(inputs)})")
     else:
         image = str(inputs[0])
-        scan = read_scan(image)
+        scan = read_image(image)
     grid = crop_grid(predictor)
     if mask is not None:
-        labels = read_scan(mask)
+        labels = read_image(mask)
         if labels.array.dtype.kind not in "iub":
             raise ValueError(f"mask {mask} holds {labels.array.dtype} values; a label mask holds integers")
         if not scan.same_grid(labels):
