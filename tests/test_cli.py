@@ -100,3 +100,23 @@ def test_progress_in_a_log_is_a_few_plain_lines(capsys, monkeypatch):
     monkeypatch.setattr(progress, "LOG_INTERVAL_S", 3600.0)
     assert list(progress.progress_bar(range(1000), desc="fast", leave=False)) == list(range(1000))
     assert capsys.readouterr().err == ""  # short loops leave nothing in a log
+
+
+def test_training_does_not_depend_on_the_progress_display(tmp_path, monkeypatch):
+    """Bars on a terminal, log lines in a file, or nothing: the same run, bit for bit
+    (a progress bar must not start an extra DataLoader iteration that moves the dropout RNG)."""
+    import sys
+
+    from conftest import tiny_config
+
+    from spinerank.train import Trainer
+
+    data = write_cohort(tmp_path / "c", subjects=12)
+    histories = []
+    for shown, terminal in ((True, True), (True, False), (False, False)):
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal, raising=False)
+        out = tmp_path / f"run-{shown}-{terminal}"
+        Trainer(tiny_config(data, out, epochs_phase1=1, epochs_phase2=2, progress=shown)).run()
+        histories.append([{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                          for line in (out / "metrics.jsonl").read_text().splitlines()])
+    assert histories[0] == histories[1] == histories[2]

@@ -38,7 +38,9 @@ def progress_bar(iterable=None, *, desc: str = "", total: int | None = None, uni
     if disable or (_verbosity is not None and _verbosity < 2):
         return _Silent(iterable)
     if sys.stderr.isatty():
-        from tqdm.auto import tqdm
+        # tqdm.std, not tqdm.auto: the latter's asyncio variant calls iter() on the
+        # iterable when made, which starts (and drops) one more DataLoader iteration.
+        from tqdm import tqdm
 
         return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, initial=initial)
     return _LogLines(iterable, desc, total, unit, leave, initial)

@@ -156,11 +156,15 @@ class Trainer:
         batches = self.train_loaders[drop_last]
         rank = self.dist.seed_parts()
         aug_generator = torch.Generator().manual_seed(_seed(c.seed, phase, epoch, 2, *rank))
+        # The DataLoader draws its workers' base seed from the global generator when an iteration starts:
+        # started before the dropout seed is set, the training does not depend on how often that happens.
+        epoch_batches = iter(batches)
         torch.manual_seed(_seed(c.seed, phase, epoch, 3, *rank))  # dropout
         # The loss is summed on the device: reading it every batch would wait for the GPU.
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         count = 0
-        bar = progress_bar(batches, desc=f"phase {phase} epoch {epoch + 1}", leave=False, disable=not c.progress)
+        bar = progress_bar(epoch_batches, total=len(epoch_batches), desc=f"phase {phase} epoch {epoch + 1}",
+                           leave=False, disable=not c.progress)
         for step, (volumes, grades) in enumerate(bar):
             volumes = volumes.to(self.device, non_blocking=True)
             grades = grades.to(self.device, non_blocking=True)
