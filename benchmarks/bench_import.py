@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import torch
+from machine_info import cpu_model
 
 from spinerank.importers import common, geometry, phantom, spider
 
@@ -26,16 +27,6 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 SPIDER_SERIES = 447
 #: Scanner-like in-plane spacing of the phantoms (SPIDER's median t1 pixel: 0.625 mm).
 IN_PLANE_MM = 0.6
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def series_voxels(root: pathlib.Path) -> list[int]:

@@ -27,20 +27,11 @@ import time
 import nibabel
 import numpy as np
 import torch
+from machine_info import cpu_model
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 SHAPES = {"paper": (15, 192, 320), "tiny": (10, 48, 80)}  # (D, H, W)
 BATCH = 32
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def write_dataset(folder: pathlib.Path, shape_dhw, count: int, suffix: str) -> pathlib.Path:

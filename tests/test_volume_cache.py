@@ -194,6 +194,8 @@ def test_the_cache_command_builds_what_train_reads(cohort, capsys):
     built = next((cohort / ".cache").glob("*.npy"))
     trainer = Trainer(tiny_config(cohort, cohort.parent / "run", epochs_phase1=1, epochs_phase2=0))
     assert trainer.cache.file == built  # reused, not rebuilt
+    assert cli.main(["cache", str(cohort), "--shape", "0", "20", "24", "--quiet"]) == 2
+    assert "--shape must be three sizes >= 1" in capsys.readouterr().err
 
 
 def test_a_batch_in_use_is_never_overwritten_by_the_next(cohort):

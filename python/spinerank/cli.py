@@ -243,6 +243,8 @@ def _cache(args) -> None:
     if not cache_lib.enabled():
         raise ValueError(f"the cache is turned off ({cache_lib.ENABLE_ENV}=0)")
     shape = tuple(args.shape) if args.shape else tuple(config_lib.resolve(args.preset, None).volume_shape)
+    if any(v < 1 for v in shape):
+        raise ValueError(f"--shape must be three sizes >= 1 (D, H, W), got {shape}")
     tasks_file = pathlib.Path(args.data) / config_lib.DATASET_TASKS
     tasks = TaskTable.from_file(tasks_file) if tasks_file.is_file() else TaskTable()
     rows = read_labels(args.data, tasks)

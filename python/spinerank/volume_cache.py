@@ -40,7 +40,7 @@ import uuid
 
 import numpy as np
 
-from .checkpoint import atomic_write_text
+from .checkpoint import atomic_write_text, current_umask
 
 ENABLE_ENV = "SPINERANK_CACHE"
 DIR_ENV = "SPINERANK_CACHE_DIR"
@@ -195,7 +195,7 @@ def _build(folder, index_path, paths, stamps, shape, old, progress) -> dict:
             out[rows[name]] = fit_to_shape(volume, shape).numpy()
         out.flush()
         del out
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, folder / array_name)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -208,8 +208,3 @@ def _build(folder, index_path, paths, stamps, shape, old, progress) -> dict:
         (folder / old["array"]).unlink(missing_ok=True)  # readers that opened it keep their mapping
     return index
 
-
-def _umask() -> int:
-    from .checkpoint import current_umask
-
-    return current_umask()
