@@ -267,7 +267,8 @@ def test_compare_reuses_phase1_and_tabulates_every_metric(cohort, tmp_path, caps
                       **overrides)
     assert set(summary["methods"]) == {"ce", "spinerank"}
     for method, table in summary["methods"].items():
-        assert set(table) == {"balanced_accuracy", "roc_auc", "qwk", "mae", "mcc", "latent_spearman"}, method
+        assert set(table) == {"balanced_accuracy", "roc_auc", "qwk", "mae", "mcc", "latent_spearman",
+                              "latent_spearman_within_grade"}, method
     saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert saved["methods"].keys() == summary["methods"].keys()
     assert "| spinerank |" in (tmp_path / "cmp" / "comparison.md").read_text()
@@ -280,6 +281,59 @@ def test_compare_reuses_phase1_and_tabulates_every_metric(cohort, tmp_path, caps
     # Run again: nothing is retrained.
     compare(str(cohort), str(tmp_path / "cmp"), methods=("ce", "spinerank"), progress=True, tta=False, **overrides)
     assert capsys.readouterr().out.count("trained before") == 2
+
+
+def test_compare_over_seeds_pools_paired_differences(cohort, tmp_path, capsys):
+    from spinerank.bootstrap import load_outcome
+
+    overrides = dict(width=4, volume_shape=(6, 20, 24), input_shape=(4, 16, 20), batch_size=8, epochs_phase1=1,
+                     epochs_phase2=2, patience=5, min_epochs=1, aug_shift_h=2, aug_shift_w=2, aug_slice_shift=1,
+                     **TTA)
+    out = tmp_path / "cmp"
+    summary = compare(str(cohort), str(out), methods=("ce", "spinerank"), progress=False, tta=False, seeds=[0, 1],
+                      **overrides)
+    evaluations = {(s, m): json.loads((out / f"seed-{s}" / m / "eval-no-tta" / "metrics.json").read_text())
+                   for s in (0, 1) for m in ("ce", "spinerank")}
+    assert json.loads((out / "seed-1" / "spinerank" / "config.json").read_text())["seed"] == 1
+    # One shared phase 1 per seed: each seed's SpineRankNet starts from that seed's CE phase 1.
+    for s in (0, 1):
+        ce = torch.load(out / f"seed-{s}" / "ce" / "best_phase1.pt", weights_only=False)["model"]
+        sr = torch.load(out / f"seed-{s}" / "spinerank" / "best_phase1.pt", weights_only=False)["model"]
+        assert all(torch.equal(ce[k], sr[k]) for k in ce)
+    # The table: mean and std over seeds of each run's task-mean.
+    for m in ("ce", "spinerank"):
+        per_seed = [evaluations[(s, m)]["aggregate"]["qwk"]["mean"] for s in (0, 1)]
+        assert summary["methods"][m]["qwk"]["mean"] == pytest.approx(np.mean(per_seed))
+        assert summary["methods"][m]["qwk"]["std"] == pytest.approx(np.std(per_seed))
+        assert summary["tasks"][m]["Pfirrmann"]["mae"] == [evaluations[(s, m)]["tasks"]["Pfirrmann"]["mae"]
+                                                           for s in (0, 1)]
+    # The paired point estimates are the differences of the evaluations' own values, averaged over seeds.
+    paired = summary["paired"]["methods"]["spinerank"]["mean"]
+    for key in ("qwk", "mae", "balanced_accuracy", "roc_auc", "latent_spearman_within_grade"):
+        expected = np.mean([evaluations[(s, "spinerank")]["aggregate"][key]["mean"]
+                            - evaluations[(s, "ce")]["aggregate"][key]["mean"] for s in (0, 1)])
+        assert paired[key]["diff"] == pytest.approx(expected, abs=1e-9), key
+        low, high = paired[key]["ci"]
+        assert low <= high
+    outcome = load_outcome(out / "seed-0" / "ce" / "eval-no-tta" / "outcome.npz")
+    assert outcome.grades.shape == (summary["volumes"], len(summary["tasks"]["ce"]))
+    text = (out / "comparison.md").read_text()
+    assert text.index("## Against ce: paired differences") < text.index("## Each method: mean ± std over seeds")
+    assert "95 % paired-bootstrap interval" in text and "(seed-1/comparison.md)" in text
+    assert (out / "comparison.png").stat().st_size > 10_000
+    assert "## Against ce" in (out / "seed-0" / "comparison.md").read_text()
+    # Run again: nothing is retrained, the same tables come out.
+    first = json.loads((out / "comparison.json").read_text())
+    compare(str(cohort), str(out), methods=("ce", "spinerank"), progress=True, tta=False, seeds=[0, 1], **overrides)
+    assert capsys.readouterr().out.count("trained before") == 4
+    again = json.loads((out / "comparison.json").read_text())
+    assert again["paired"] == first["paired"] and again["methods"] == first["methods"]
+
+
+def test_compare_cli_refuses_seed_with_seeds(tmp_path, capsys):
+    code = cli.main(["compare", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--seed", "1", "--seeds", "0",
+                     "1", "-qq"])
+    assert code == 2 and "not both" in capsys.readouterr().err
 
 
 def test_calibrating_a_classifier_is_refused(cohort, tmp_path):
@@ -309,7 +363,7 @@ def test_demo_synthesises_then_compares_ce_and_spinerank(tmp_path, monkeypatch):
         (out / "labels.csv").write_text("")
 
     def fake_compare(data, out, **kw):
-        calls.append(("compare", tuple(kw["methods"]), kw["preset"], kw["tta"]))
+        calls.append(("compare", tuple(kw["methods"]), kw["preset"], kw["tta"], kw.get("seed"), kw.get("seeds")))
         pathlib.Path(out).mkdir(parents=True)
         (pathlib.Path(out) / "comparison.md").write_text("table")
         return {}
@@ -317,9 +371,10 @@ def test_demo_synthesises_then_compares_ce_and_spinerank(tmp_path, monkeypatch):
     monkeypatch.setattr(spinerank.synth, "synthesize", fake_synth)
     monkeypatch.setattr(spinerank.compare, "compare", fake_compare)
     demo(tmp_path / "d", subjects=7, progress=False)
-    demo(tmp_path / "d2", all_methods=True, progress=False)
-    assert calls == [("synth", 7), ("compare", ("ce", "spinerank"), "tiny", True),
-                     ("synth", 200), ("compare", ("ce", "corn", "mae", "ranknet", "deeprank", "spinerank"), "tiny", True)]
+    demo(tmp_path / "d2", all_methods=True, progress=False, seeds=[3, 4])
+    assert calls == [("synth", 7), ("compare", ("ce", "spinerank"), "tiny", True, 0, None),
+                     ("synth", 200), ("compare", ("ce", "corn", "mae", "ranknet", "deeprank", "spinerank"), "tiny", True,
+                                      None, [3, 4])]
 
 
 def run_on_copy(run, cohort, tmp_path):

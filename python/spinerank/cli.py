@@ -158,12 +158,16 @@ def _evaluate(args) -> None:
 def _compare(args) -> None:
     from .compare import compare
 
+    if args.seeds is not None and args.seed is not None:
+        raise ValueError("give --seed (one run per method) or --seeds (one run per method and seed), not both")
     summary = compare(args.data, args.out, methods=args.methods, preset=_preset(args), config_file=args.config,
                       tta=args.tta, device=args.device, progress=not args.quiet, seed=args.seed,
-                      epochs_phase1=args.epochs_phase1, epochs_phase2=args.epochs_phase2, sequences=args.sequences)
+                      epochs_phase1=args.epochs_phase1, epochs_phase2=args.epochs_phase2, sequences=args.sequences,
+                      seeds=args.seeds)
     print((pathlib.Path(args.out) / "comparison.md").read_text())
+    runs = f"{args.out}/<method>" if args.seeds is None else f"{args.out}/seed-<s>/<method>"
     print(f"compared {len(summary['methods'])} methods in {summary['seconds']:.0f} s; "
-          f"reports in {args.out}/<method>/eval/report.md")
+          f"reports in {runs}/eval/report.md")
 
 
 def _ablate(args) -> None:
@@ -259,7 +263,7 @@ def _cache(args) -> None:
 def _demo(args) -> None:
     from .demo import demo
 
-    demo(args.out, all_methods=args.all_methods, subjects=args.subjects, seed=args.seed,
+    demo(args.out, all_methods=args.all_methods, subjects=args.subjects, seed=args.seed, seeds=args.seeds,
          progress=not args.quiet)
 
 
@@ -393,6 +397,10 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="folder of the runs, comparison.md and comparison.json")
     m.add_argument("--methods", nargs="+", choices=list(METHOD_NAMES), default=["ce", "spinerank"],
                    help="the methods to train and compare")
+    m.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                   help="train every method once per seed (OUT/seed-<s>/<method>); the tables then give mean ± std "
+                        "over seeds and the differences against ce pooled over seeds (default: one run per method, "
+                        "seed --seed)")
     several_runs_flags(m, "method")
     m.set_defaults(handler=_compare)
 
@@ -495,7 +503,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="folder of the cohort, the runs and the reports")
     d.add_argument("--all-methods", action="store_true", help="compare all six methods")
     d.add_argument("--subjects", type=int, default=200, help="subjects of the synthetic cohort")
-    d.add_argument("--seed", type=int, default=0, help="seed of the cohort")
+    d.add_argument("--seed", type=int, default=0, help="seed of the cohort, and of the training without --seeds")
+    d.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                   help="train every method once per training seed (as compare --seeds)")
     d.add_argument("-q", "--quiet", action="count", default=0, help=QUIET_HELP)
     d.set_defaults(handler=_demo)
     return p

@@ -14,7 +14,10 @@ from . import methods as methods_lib
 from .progress import summaries
 
 
-def demo(out, all_methods: bool = False, subjects: int = 200, seed: int = 0, progress: bool = True) -> dict:
+def demo(out, all_methods: bool = False, subjects: int = 200, seed: int = 0, progress: bool = True,
+         seeds=None) -> dict:
+    """``seed``: the cohort's and, without ``seeds``, the training's; ``seeds``:
+    train every method once per seed (``compare``'s ``seeds``)."""
     from .compare import compare
     from .synth import synthesize
 
@@ -29,11 +32,13 @@ def demo(out, all_methods: bool = False, subjects: int = 200, seed: int = 0, pro
             print(f"== synthesising {subjects} subjects into {cohort}", flush=True)
         synthesize(cohort, subjects=subjects, seed=seed, progress=progress)
     methods = methods_lib.METHOD_NAMES if all_methods else ("ce", "spinerank")
+    training = {"seed": seed} if seeds is None else {"seeds": seeds}
     summary = compare(str(cohort), str(out / "compare"), methods=methods, preset="tiny", tta=True,
-                      progress=progress, seed=seed)
+                      progress=progress, **training)
     minutes = (time.perf_counter() - started) / 60
     if summaries(progress):
         print((out / "compare" / "comparison.md").read_text())
+        runs = f"{out}/compare/<method>" if seeds is None else f"{out}/compare/seed-<s>/<method>"
         print(f"demo finished in {minutes:.1f} min: comparison in {out}/compare/comparison.md, "
-              f"reports in {out}/compare/<method>/eval/report.md", flush=True)
+              f"reports in {runs}/eval/report.md", flush=True)
     return summary

@@ -13,7 +13,8 @@ conditions of ``rsna_metric`` in the task table) ``metrics.json`` also holds the
 competition's score of the test rows, ``rsna_2024``.
 
 Writes into ``--out`` (default ``RUN/eval`` or ``RUN/eval-no-tta``):
-``metrics.json``, ``predictions.csv``, ``report.md`` and its PNG plots.
+``metrics.json``, ``predictions.csv``, ``outcome.npz`` (the per-disc arrays, for
+``spinerank compare``'s paired bootstrap), ``report.md`` and its PNG plots.
 """
 from __future__ import annotations
 
@@ -26,12 +27,16 @@ import time
 
 import numpy as np
 
+from . import bootstrap
 from . import calibrate as calibrate_lib
 from . import metrics as metrics_lib
 from . import rsna_metric
 from .checkpoint import atomic_write_text, json_safe
 from .inference import Predictions
 from .progress import summaries
+
+#: The per-disc arrays of the evaluation (ids, grades, predicted grades, scores, probabilities, latent).
+OUTCOME_FILE = "outcome.npz"
 
 
 def read_latent(data_dir: str | pathlib.Path, task_names: list[str]) -> dict[str, np.ndarray] | None:
@@ -90,15 +95,18 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
     rows = [item[0] for item in test.items]
     latent = read_latent(predictor.config.data, tasks.names)
 
+    hidden = None if latent is None else np.array(
+        [latent[r.ivd_id] if r.ivd_id in latent else np.full(len(tasks.names), np.nan) for r in rows],
+        dtype=np.float64).reshape(len(rows), len(tasks.names))
     per_task = {}
     for t, (name, K) in enumerate(zip(tasks.names, tasks.num_grades)):
         keep = grades[:, t] >= 0
         m = metrics_lib.task_metrics(grades[keep, t], predicted[keep, t], predictions.scores[keep, t],
                                      predictions.probs[t][keep], K)
-        if latent is not None:
-            hidden = np.array([latent[r.ivd_id][t] if r.ivd_id in latent else np.nan for r in rows])
-            ok = keep & np.isfinite(hidden)
-            m["latent_spearman"] = metrics_lib.latent_spearman(predictions.scores[ok, t], hidden[ok], grades[ok, t])
+        if hidden is not None:
+            ok = keep & np.isfinite(hidden[:, t])
+            m["latent_spearman"] = metrics_lib.latent_spearman(predictions.scores[ok, t], hidden[ok, t],
+                                                               grades[ok, t])
         per_task[name] = m
     aggregate = metrics_lib.aggregate(per_task)
     if latent is not None:
@@ -120,6 +128,9 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
         result["rsna_2024"] = rsna_score(rows, tasks.names, grades, predictions)
     flags = borderline(predictions.scores, predictions.std, thresholds)
     atomic_write_text(out / "predictions.csv", predictions_csv(rows, tasks.names, grades, predictions, predicted, flags))
+    write_outcome(out / OUTCOME_FILE, bootstrap.Outcome(
+        ids=np.array([f"{r.ivd_id}/{r.sequence}" for r in rows], dtype=str), grades=grades, predicted=predicted,
+        scores=predictions.scores, probs=list(predictions.probs), latent=hidden))
     result["seconds"] = round(time.perf_counter() - started, 2)
     atomic_write_text(out / "metrics.json", json.dumps(json_safe(result), indent=2) + "\n")
     if report:
@@ -128,6 +139,15 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
         write_report(out, result, run=run, dataset=test, predictions=predictions, grades=grades,
                      predicted=predicted, thresholds=thresholds, tasks=tasks, scale=predictor.scale)
     return result
+
+
+def write_outcome(path: pathlib.Path, outcome: bootstrap.Outcome) -> None:
+    """The per-disc arrays of an evaluation (``outcome.npz``), read back by
+    ``bootstrap.load_outcome`` for the paired comparisons of ``spinerank compare``."""
+    from .checkpoint import atomic_write
+
+    arrays = bootstrap.outcome_arrays(outcome)
+    atomic_write(path, lambda f: np.savez(f, **arrays), durable=False)
 
 
 def rsna_score(rows, task_names, grades, predictions: Predictions) -> dict:
