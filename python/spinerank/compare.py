@@ -66,6 +66,8 @@ def compare(data: str, out: str, methods=("ce", "spinerank"), preset: str | None
         settings = dict(overrides, data=data, out=str(out / name), method=name, device=device, progress=progress)
         if name in ranking:
             settings["init_phase1"] = str(out / "ce" / "best_phase1.pt")
+        else:  # rank_anchor (given or in the file) weighs a phase-2 ranking term: the ranking methods' runs only
+            settings["rank_anchor"] = 0.0
         _train(out / name, config_lib.resolve(preset, config_file, **settings), progress)
 
     results = {}
