@@ -136,8 +136,9 @@ def ablate_heads(data: str, out, heads=config_lib.RANK_HEADS, method: str = "spi
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     common = dict(overrides, data=data, device=device, progress=progress)
-    _train(out / "ce", config_lib.resolve(preset, config_file, **common, out=str(out / "ce"), method="ce"),
-           progress)
+    # The shared phase 1 has no ranking loss: rank_anchor (given or in the file) is for the heads' runs.
+    _train(out / "ce", config_lib.resolve(preset, config_file, **{**common, "rank_anchor": 0.0}, out=str(out / "ce"),
+                                          method="ce"), progress)
     phase1 = str(out / "ce" / "best_phase1.pt")
     for head in heads:
         config = config_lib.resolve(preset, config_file, **common, out=str(out / head), method=method,

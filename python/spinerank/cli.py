@@ -6,6 +6,7 @@
                     [--device cpu|cuda] [--amp] [--max-pairs N] [--seed S] [--resume]
                     [--method ce|corn|mae|ranknet|deeprank|spinerank] [--corn-class-weights]
                     [--init-phase1 RUN/best_phase1.pt] [--rank-head mlp|linear|kan|transformer]
+                    [--rank-anchor LAMBDA]
     torchrun --nproc_per_node N -m spinerank train ...   (data parallel: distributed.py)
     spinerank calibrate --run RUN [--no-tta] [--method grid|isotonic|youden|gmm] [--objective ...] [--sequences T2]
     spinerank evaluate --run RUN [--no-tta] [--out DIR] [--sequences T2]
@@ -45,7 +46,7 @@ def _synth(args) -> None:
 
 #: train flags that a resumed run cannot change: it continues as its config.json says.
 RESUME_FIXED = ("epochs_phase1", "epochs_phase2", "batch_size", "amp", "max_pairs", "seed", "method",
-                "corn_class_weights", "init_phase1", "rank_head")
+                "corn_class_weights", "init_phase1", "rank_head", "rank_anchor")
 
 
 def _resumed_config(args):
@@ -67,7 +68,9 @@ def _resumed_config(args):
         given.update(config_lib.PRESETS[args.preset], preset=args.preset)
     if args.config:
         given.update(config_lib.load_file(args.config))
-    given.update({name: getattr(args, name) for name in RESUME_FIXED if getattr(args, name) not in (None, False)})
+    # Flags not given are None (store_true ones False); a number 0 given (--rank-anchor 0) counts.
+    given.update({name: getattr(args, name) for name in RESUME_FIXED
+                  if getattr(args, name) is not None and getattr(args, name) is not False})
     if given.get("init_phase1"):
         given["init_phase1"] = str(pathlib.Path(given["init_phase1"]).resolve())
     free = {"data", "out", "device", "progress"}
@@ -117,7 +120,7 @@ def _train(args) -> None:
             epochs_phase2=args.epochs_phase2, batch_size=args.batch_size, device=args.device,
             amp=args.amp or None, max_pairs=args.max_pairs, seed=args.seed, progress=not args.quiet,
             method=args.method, corn_class_weights=args.corn_class_weights or None, init_phase1=args.init_phase1,
-            rank_head=args.rank_head)
+            rank_head=args.rank_head, rank_anchor=args.rank_anchor)
     if not config.data:
         raise ValueError("--data DIR is required")
     # Under torchrun this process is one rank of a data-parallel run (see distributed.py).
@@ -163,7 +166,7 @@ def _compare(args) -> None:
     summary = compare(args.data, args.out, methods=args.methods, preset=_preset(args), config_file=args.config,
                       tta=args.tta, device=args.device, progress=not args.quiet, seed=args.seed,
                       epochs_phase1=args.epochs_phase1, epochs_phase2=args.epochs_phase2, sequences=args.sequences,
-                      seeds=args.seeds)
+                      seeds=args.seeds, rank_anchor=args.rank_anchor)
     print((pathlib.Path(args.out) / "comparison.md").read_text())
     runs = f"{args.out}/<method>" if args.seeds is None else f"{args.out}/seed-<s>/<method>"
     print(f"compared {len(summary['methods'])} methods in {summary['seconds']:.0f} s; "
@@ -177,7 +180,8 @@ def _ablate(args) -> None:
         given = [flag for flag, value in (("--preset", args.preset), ("--config", args.config),
                                           ("--epochs-phase1", args.epochs_phase1),
                                           ("--epochs-phase2", args.epochs_phase2), ("--seed", args.seed),
-                                          ("--heads", args.heads)) if value is not None]
+                                          ("--rank-anchor", args.rank_anchor), ("--heads", args.heads))
+                 if value is not None]
         if given:
             raise ValueError(f"--what thresholds works on the trained --run; {', '.join(given)} "
                              "apply to --what heads (training)")
@@ -191,7 +195,7 @@ def _ablate(args) -> None:
         result = ablate("heads", data=args.data, out=args.out, heads=args.heads or RANK_HEADS, preset=_preset(args),
                         config_file=args.config, tta=args.tta, sequences=args.sequences, device=args.device,
                         progress=not args.quiet, seed=args.seed, epochs_phase1=args.epochs_phase1,
-                        epochs_phase2=args.epochs_phase2)
+                        epochs_phase2=args.epochs_phase2, rank_anchor=args.rank_anchor)
         where = pathlib.Path(args.out)
     print((where / "ablation.md").read_text())
     print(f"ablation of {len(result['variants'])} {args.what} variants in {result['seconds']:.0f} s: "
@@ -267,6 +271,10 @@ def _demo(args) -> None:
          progress=not args.quiet)
 
 
+#: --rank-anchor (train, compare, ablate): TrainConfig.rank_anchor.
+RANK_ANCHOR_HELP = ("phase 2 of the ranking methods: add LAMBDA times the mean squared distance of each "
+                    "labelled score from its grade's centre k*S/(K-1), in grade steps, to the pairwise loss; "
+                    "spreads the scores over [0, S] (default: 0, off)")
 QUIET_HELP = "-q: no progress bars (summaries stay); -qq: only warnings, errors and the final line"
 PRESET_NAMES = ["paper", "official", "tiny"]
 PRESET_HELP = ("paper: the paper's model and protocol as its text gives them; official: the same trained as the "
@@ -339,6 +347,7 @@ def parser() -> argparse.ArgumentParser:
                    help="skip phase 1: train phase 2 from this phase-1 model (e.g. RUN/best_phase1.pt of a ce run)")
     t.add_argument("--rank-head", choices=list(RANK_HEADS),
                    help="ranking head variant: mlp (the paper's, default), linear, kan or transformer")
+    t.add_argument("--rank-anchor", type=float, metavar="LAMBDA", help=RANK_ANCHOR_HELP)
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt, as configured "
                    "(--data, --device and --quiet may change; other settings given must equal the saved ones)")
     t.add_argument("-q", "--quiet", action="count", default=0, help=QUIET_HELP)
@@ -387,6 +396,8 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--epochs-phase1", type=int, help="phase-1 epochs at most (default: the preset's)")
         command.add_argument("--epochs-phase2", type=int, help="phase-2 epochs at most (default: the preset's)")
         command.add_argument("--seed", type=int, help="training seed of every run (default: 0)")
+        command.add_argument("--rank-anchor", type=float, metavar="LAMBDA",
+                             help=RANK_ANCHOR_HELP + "; the ranking methods' runs only")
         tta_flag(command, True)
         sequences_flag(command)
         command.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")

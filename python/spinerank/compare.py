@@ -62,6 +62,8 @@ def _train_all(folder: pathlib.Path, methods: list[str], ranking: list[str], dat
         settings = dict(overrides, data=data, out=str(folder / name), method=name, device=device, progress=progress)
         if name in ranking:
             settings["init_phase1"] = str(folder / "ce" / "best_phase1.pt")
+        else:  # rank_anchor (given or in the file) weighs a phase-2 ranking term: the ranking methods' runs only
+            settings["rank_anchor"] = 0.0
         _train(folder / name, config_lib.resolve(preset, config_file, **settings), progress)
 
 

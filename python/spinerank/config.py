@@ -61,6 +61,10 @@ class TrainConfig:
     drop_last: bool = False  # drop each epoch's last incomplete training batch (if there is a complete one)
     max_pairs: int | None = None
     hard_fraction: float = 0.7
+    # phase 2 of the ranking methods: weight lambda of an anchor term added to the pairwise loss, the mean
+    # squared distance of each labelled score from its grade's centre y * S / (K - 1), in grade steps
+    # S / (K - 1) (methods.grade_anchor_loss); it spreads the scores over [0, S]. 0: off
+    rank_anchor: float = 0.0
     # augmentation (SPEC §5): ranges of the per-sample random parameters
     aug_slice_shift: int = 2
     aug_flip: float = 0.5
@@ -134,6 +138,13 @@ class TrainConfig:
             methods.for_config(self)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"config: {exc}") from exc
+        if (isinstance(self.rank_anchor, bool) or not isinstance(self.rank_anchor, (int, float))
+                or not 0 <= self.rank_anchor < float("inf")):
+            raise ValueError(f"config: rank_anchor must be a finite number >= 0, got {self.rank_anchor!r}")
+        if self.rank_anchor and not methods.get(self.method).ranking:
+            raise ValueError(f"config: rank_anchor weighs a term of the phase-2 ranking loss, which method "
+                             f"{self.method!r} does not have; use it with ranknet, deeprank or spinerank, "
+                             "or set it to 0")
         if self.init_phase1 is not None:
             if not methods.get(self.method).ranking:
                 raise ValueError(f"config: init_phase1 starts phase 2, which method {self.method!r} does not "

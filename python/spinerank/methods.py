@@ -13,7 +13,9 @@ methods, the options of the phase-2 pairwise loss.
   RankNet is w * softplus(-2 r delta) and DeepRankSVM w * max(0, 2 - r delta)^2,
   each over all kept pairs of a task (``pair_normalization="all"``) without a
   similarity term, as the published code computes them; ``method_options``
-  (RANK_OPTION_NAMES) gives the paper text's variants.
+  (RANK_OPTION_NAMES) gives the paper text's variants. ``grade_anchor_loss``
+  is the optional phase-2 anchor term of the ranking methods
+  (``TrainConfig.rank_anchor``).
 """
 from __future__ import annotations
 
@@ -42,6 +44,42 @@ def weighted_cross_entropy(logits: list[torch.Tensor], grades: torch.Tensor, wei
         if (y >= 0).any() and wt[y[y >= 0]].sum() > 0:
             losses.append(F.cross_entropy(lt.float(), y, weight=wt, ignore_index=-1))
     return _task_mean(losses, logits)
+
+
+def grade_anchor_loss(scores: torch.Tensor, grades: torch.Tensor, num_grades, scale: float) -> torch.Tensor:
+    """The anchor term of phase 2 (``TrainConfig.rank_anchor``): how far each
+    labelled score lies from its grade's centre on the score scale, in grade steps.
+
+    For task t with K_t grades the centres are c_y = y * S / (K_t - 1) (0, S/2, S
+    for K = 3; the fixed thresholds (c + 0.5) * S / (K - 1) lie halfway between
+    them), and the term is
+
+        mean over the tasks with a label in the batch of
+        mean over that task's labelled discs of ((s - c_y) / (S / (K_t - 1)))^2
+
+    Grades -1 are unlabelled and left out; a task without labels in the batch
+    does not count, and a batch without any label gives 0 (gradient 0).
+    Dividing by the grade spacing S / (K_t - 1) makes the term unit-free and the
+    same for K = 3 and K = 5 tasks. ``scores`` (B, T), ``grades`` (B, T) integer,
+    ``num_grades`` the T values K_t (a sequence or tensor). Computed in float32 at least (float64 stays
+    float64); no host synchronisation.
+    """
+    if scores.dim() != 2 or grades.shape != scores.shape:
+        raise ValueError(f"grade_anchor_loss: scores and grades must both be (B, T), got {tuple(scores.shape)} "
+                         f"and {tuple(grades.shape)}")
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
+    k = torch.as_tensor(num_grades if torch.is_tensor(num_grades) else list(num_grades), dtype=scores.dtype,
+                        device=scores.device)
+    if k.shape != scores.shape[1:]:
+        raise ValueError(f"grade_anchor_loss: {k.numel()} num_grades for {scores.shape[1]} tasks")
+    spacing = float(scale) / (k - 1)  # (T,)
+    labelled = grades >= 0
+    steps = scores / spacing - grades.clamp(min=0).to(scores.dtype)  # (s - c_y) / spacing
+    squared = torch.where(labelled, steps.square(), torch.zeros_like(steps))
+    count = labelled.sum(0)  # (T,)
+    per_task = squared.sum(0) / count.clamp(min=1).to(scores.dtype)
+    has = (count > 0).to(scores.dtype)
+    return (per_task * has).sum() / has.sum().clamp(min=1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,9 @@ classification heads) and trains the ranking heads with the fused pairwise
 ranking loss (lr 1e-3) while the encoder and classification heads fine-tune
 (lr 1e-4), keeping the epoch of best mean validation QWK (``phase2_selection``:
 or balanced accuracy) with the fixed thresholds (c + 0.5) * S / (K - 1).
+With ``rank_anchor`` > 0 phase 2 adds that weight times an anchor term pulling
+each labelled score toward its grade's centre y * S / (K - 1)
+(``methods.grade_anchor_loss``).
 AdamW with a cosine schedule to ``eta_min`` in both phases; the learning rates
 of each parameter group are settings (config.py; the ``official`` preset sets
 the published code's).
@@ -108,6 +111,7 @@ class Trainer:
             self.tasks.num_grades, scale=config.score_scale, max_pairs=config.max_pairs,
             hard_fraction=config.hard_fraction, generator=config.seed, global_pairs=config.global_pairs,
             **self.method.loss_options()).to(self.device)
+        self.num_grades = torch.tensor(self.tasks.num_grades, dtype=torch.float32, device=self.device)
         self.history: list[dict] = []
         # Data parallel (a no-op in one process): the step calls train_model, a DDP
         # wrapper sharing self.model's parameters.
@@ -139,7 +143,14 @@ class Trainer:
     def _loss(self, phase: int, out: dict, grades: torch.Tensor):
         if phase == 1:
             return self.method.phase1_loss(out["logits"], grades, self.weights)
-        return self.rank_loss(out["scores"].float(), grades)
+        scores = out["scores"].float()  # float32 also under AMP
+        loss = self.rank_loss(scores, grades)
+        if self.config.rank_anchor:  # 0: the pairwise loss alone, as before the setting existed
+            # This rank's own discs (the pairwise loss pairs the global batch with global_pairs); DDP's
+            # gradient averaging makes it the mean over the ranks of their batches' anchor terms.
+            loss = loss + self.config.rank_anchor * methods.grade_anchor_loss(
+                scores, grades, self.num_grades, self.config.score_scale)
+        return loss
 
     def _train_epoch(self, phase: int, epoch: int, optimizer) -> float:
         c = self.config
