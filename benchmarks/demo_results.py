@@ -14,7 +14,15 @@ renders them into the README's ``<!-- bench: demo-*.json -->`` blocks.
 - ``ablation-heads``: ``spinerank ablate --what heads`` on the demo cohort
   (tiny preset, seed 0, as the demo);
 - ``ablation-thresholds``: ``spinerank ablate --what thresholds`` on the
-  all-methods demo's SpineRankNet run.
+  all-methods demo's SpineRankNet run;
+- ``seeds``: ``spinerank demo --all-methods --seeds 0 1 2`` (every method once
+  per seed, paired differences against CE);
+- ``anchor``: SpineRankNet with the phase-2 anchor term (``--rank-anchor``) at
+  each weight of ``ANCHORS``, trained from the ``seeds`` run's CE phase 1 of each
+  seed (``spinerank compare --seeds 0 1 2 --rank-anchor W`` with those CE runs
+  copied in), compared with the plain SpineRankNet runs of ``seeds`` (paired
+  bootstrap, as compare does against CE) and by how much of the score range
+  [0, S] the test scores use.
 """
 from __future__ import annotations
 
@@ -66,11 +74,74 @@ def run(name: str, args: list[str], result_file: pathlib.Path, work: pathlib.Pat
     print(f"== {name}: {seconds / 60:.1f} min -> benchmarks/results/demo-{name}.json", flush=True)
 
 
+SEEDS = ("0", "1", "2")
+ANCHORS = (0.1, 1.0)
+
+
+def score_spread(outcomes, scale: float) -> dict:
+    """How much of [0, S] the test scores use: per run, the mean over tasks of the
+    5th-95th percentile range of the labelled discs' scores, as a fraction of S;
+    and the highest score. Mean over the runs (seeds)."""
+    import numpy as np
+
+    ranges, highest = [], []
+    for o in outcomes:
+        per_task = []
+        for t in range(o.scores.shape[1]):
+            s = o.scores[o.grades[:, t] >= 0, t]
+            if s.size:
+                low, high = np.percentile(s, [5, 95])
+                per_task.append((high - low) / scale)
+        ranges.append(float(np.mean(per_task)))
+        highest.append(float(o.scores.max()))
+    return {"range_fraction": float(np.mean(ranges)), "range_fraction_per_seed": ranges,
+            "max_score": float(np.max(highest))}
+
+
+def anchor_runs(work: pathlib.Path) -> None:
+    """The ``anchor`` result: SpineRankNet with and without the anchor term, same phase 1 per seed."""
+    from spinerank.bootstrap import load_outcome, paired_differences
+
+    seeds_dir = work / "seeds" / "compare"
+    cohort = work / "seeds" / "cohort"
+    outcome = lambda run: load_outcome(run / "eval" / "outcome.npz")  # noqa: E731
+    plain = [outcome(seeds_dir / f"seed-{s}" / "spinerank") for s in SEEDS]
+    scale = json.loads((seeds_dir / f"seed-{SEEDS[0]}" / "spinerank" / "config.json").read_text())["score_scale"]
+    info = machine()
+    started = time.perf_counter()
+    result = {"seeds": [int(s) for s in SEEDS], "weights": list(ANCHORS), "baseline": "spinerank",
+              "plain": {"spread": score_spread(plain, scale)}, "anchors": {}}
+    commands = []
+    for weight in ANCHORS:
+        out = work / f"anchor-{weight:g}"
+        shutil.rmtree(out, ignore_errors=True)
+        for s in SEEDS:  # the same phase 1 as the plain runs: their seed's CE run, reused as trained
+            shutil.copytree(seeds_dir / f"seed-{s}" / "ce", out / f"seed-{s}" / "ce")
+        args = ["compare", "--data", str(cohort), "--out", str(out), "--methods", "ce", "spinerank", "--seeds",
+                *SEEDS, "--preset", "tiny", "--rank-anchor", f"{weight:g}", "--quiet"]
+        commands.append("spinerank " + " ".join(args))
+        subprocess.run(SPINERANK + args, check=True, cwd=RESULTS.parent, stdout=subprocess.DEVNULL)
+        anchored = [outcome(out / f"seed-{s}" / "spinerank") for s in SEEDS]
+        comparison = json.loads((out / "comparison.json").read_text())
+        name = f"spinerank, anchor {weight:g}"
+        result["anchors"][f"{weight:g}"] = {
+            "spread": score_spread(anchored, scale), "methods": comparison["methods"],
+            "against_ce": comparison["paired"]["methods"]["spinerank"]["mean"],
+            "against_plain": paired_differences({"spinerank": plain, name: anchored}, "spinerank")["methods"][name]}
+    seconds = time.perf_counter() - started
+    record = {"name": "anchor", "command": "; ".join(commands), "seconds": round(seconds, 1),
+              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "machine": {**info, "load_average_after": list(os.getloadavg())}, "result": result}
+    text = json.dumps(record, indent=2).replace(str(work), "DIR")
+    (RESULTS / "demo-anchor.json").write_text(text + "\n")
+    print(f"== anchor: {seconds / 60:.1f} min -> benchmarks/results/demo-anchor.json", flush=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=pathlib.Path, default=ROOT / "demo-results",
                         help="scratch folder for the runs (recreated)")
-    names = ["comparison", "comparison-all", "ablation-heads", "ablation-thresholds"]
+    names = ["comparison", "comparison-all", "ablation-heads", "ablation-thresholds", "seeds", "anchor"]
     parser.add_argument("--only", nargs="+", choices=names, default=names)
     args = parser.parse_args(argv)
     work = args.work
@@ -96,6 +167,12 @@ def main(argv=None) -> None:
         run("ablation-thresholds", ["ablate", "--what", "thresholds", "--run",
                                     str(work / "all" / "compare" / "spinerank"), "--out", str(out), *quiet],
             out / "ablation.json", work)
+    if "seeds" in args.only:
+        shutil.rmtree(work / "seeds", ignore_errors=True)
+        run("seeds", ["demo", "--out", str(work / "seeds"), "--all-methods", "--seeds", *SEEDS, *quiet],
+            work / "seeds" / "compare" / "comparison.json", work)
+    if "anchor" in args.only:
+        anchor_runs(work)
 
 
 if __name__ == "__main__":
