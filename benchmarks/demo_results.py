@@ -15,8 +15,10 @@ renders them into the README's ``<!-- bench: demo-*.json -->`` blocks.
   (tiny preset, seed 0, as the demo);
 - ``ablation-thresholds``: ``spinerank ablate --what thresholds`` on the
   all-methods demo's SpineRankNet run;
-- ``seeds``: ``spinerank demo --all-methods --seeds 0 1 2`` (every method once
-  per seed, paired differences against CE);
+- ``seeds``: ``spinerank compare --seeds 0 1 2`` of CE and the three ranking
+  methods on the demo's cohort (``spinerank synth --subjects 200 --seed 0``,
+  made first if missing and not timed): every method once per seed, paired
+  differences against CE;
 - ``anchor``: SpineRankNet with the phase-2 anchor term (``--rank-anchor``) at
   each weight of ``ANCHORS``, trained from the ``seeds`` run's CE phase 1 of each
   seed (``spinerank compare --seeds 0 1 2 --rank-anchor W`` with those CE runs
@@ -75,6 +77,7 @@ def run(name: str, args: list[str], result_file: pathlib.Path, work: pathlib.Pat
 
 
 SEEDS = ("0", "1", "2")
+SEED_METHODS = ("ce", "ranknet", "deeprank", "spinerank")
 ANCHORS = (0.1, 1.0)
 
 
@@ -168,8 +171,13 @@ def main(argv=None) -> None:
                                     str(work / "all" / "compare" / "spinerank"), "--out", str(out), *quiet],
             out / "ablation.json", work)
     if "seeds" in args.only:
-        shutil.rmtree(work / "seeds", ignore_errors=True)
-        run("seeds", ["demo", "--out", str(work / "seeds"), "--all-methods", "--seeds", *SEEDS, *quiet],
+        cohort = work / "seeds" / "cohort"
+        shutil.rmtree(work / "seeds" / "compare", ignore_errors=True)
+        if not (cohort / "labels.csv").exists():
+            subprocess.run(SPINERANK + ["synth", "--out", str(cohort), "--subjects", "200", "--seed", "0", *quiet],
+                           check=True, cwd=RESULTS.parent)
+        run("seeds", ["compare", "--data", str(cohort), "--out", str(work / "seeds" / "compare"), "--methods",
+                      *SEED_METHODS, "--seeds", *SEEDS, "--preset", "tiny", *quiet],
             work / "seeds" / "compare" / "comparison.json", work)
     if "anchor" in args.only:
         anchor_runs(work)

@@ -166,13 +166,49 @@ def render_demo(data):
         body = [line for line in body if not line.startswith("# ")]  # the title names a scratch folder
         while body and not body[0].strip():
             body = body[1:]
+    elif "anchors" in result:  # demo_results.py's anchor experiment
+        body = render_anchor(result)
     else:  # spinerank demo / compare
-        from spinerank.compare import comparison_markdown, scope_line
+        from spinerank.compare import paired_markdown, per_task_markdown, scope_line, table_lines
 
-        table = [line for line in comparison_markdown(result).splitlines() if line.startswith("|")]
         tta = "with TTA" if result["tta"] else "without TTA"
-        body = [f"{scope_line(result)}, {tta}; mean ± std over the tasks.", "", *table]
+        seeds = result.get("seeds")
+        if seeds:
+            body = [f"{scope_line(result)}, {tta}; seeds {', '.join(map(str, seeds))}.", ""]
+        else:
+            body = [f"{scope_line(result)}, {tta}; mean ± std over the tasks.", ""]
+        if result.get("paired"):
+            body += [line.replace("## ", "#### ", 1) if line.startswith("## ") else line
+                     for line in paired_markdown(result["paired"])]
+            body += ["#### Each method: " + ("mean ± std over seeds of each run's mean over tasks" if seeds
+                                             else "mean ± std over tasks"), ""]
+        body += table_lines(result)
+        if result.get("paired") and seeds:
+            body += [""] + [line.replace("## ", "#### ", 1) if line.startswith("## ") else line
+                            for line in per_task_markdown(result["paired"])]
     return [demo_line(data), "", *body]
+
+
+def render_anchor(result):
+    """SpineRankNet with the anchor term at each weight against the plain runs (demo_results.py anchor)."""
+    from spinerank.compare import PAIRED_TITLES, difference_cell
+
+    keys = ("qwk", "mae", "balanced_accuracy", "latent_spearman_within_grade")
+    seeds = ", ".join(map(str, result["seeds"]))
+    plain = result["plain"]["spread"]
+    lines = [f"Seeds {seeds}; each weight's runs start phase 2 from the same CE phase 1 as the plain SpineRankNet "
+             "runs of that seed. Score range: the 5th–95th percentile range of the test scores as a fraction of "
+             "[0, S], mean over tasks and seeds. Differences: anchored − plain SpineRankNet, averaged over seeds, "
+             "95 % paired-bootstrap intervals over the test discs (bold: the interval excludes 0).", "",
+             "| anchor weight | score range used | highest score | " + " | ".join(
+                 f"Δ {PAIRED_TITLES[k]}" for k in keys) + " |", "|---|---|---|" + "---|" * len(keys),
+             f"| 0 (plain) | {plain['range_fraction']:.0%} | {plain['max_score']:.2f} | "
+             + " | ".join("–" for _ in keys) + " |"]
+    for weight, entry in result["anchors"].items():
+        diffs = entry["against_plain"]["mean"]
+        lines.append(f"| {weight} | {entry['spread']['range_fraction']:.0%} | {entry['spread']['max_score']:.2f} | "
+                     + " | ".join(difference_cell(diffs[k]) if k in diffs else "–" for k in keys) + " |")
+    return lines
 
 
 def render_import(data):

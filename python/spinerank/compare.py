@@ -217,7 +217,7 @@ def table_lines(summary: dict) -> list[str]:
     return lines
 
 
-def _difference(d: dict) -> str:
+def difference_cell(d: dict) -> str:
     """"+0.041 [+0.012, +0.069]", in bold where the interval excludes 0."""
     if d["diff"] is None or not math.isfinite(d["diff"]):
         return "–"
@@ -240,7 +240,7 @@ def paired_markdown(paired: dict) -> list[str]:
              "| method | " + " | ".join(f"Δ {PAIRED_TITLES[k]}" for k in keys) + " |",
              "|---|" + "---|" * len(keys)]
     for name, m in paired["methods"].items():
-        lines.append(f"| {name} | " + " | ".join(_difference(m["mean"][k]) if k in m["mean"] else "–" for k in keys)
+        lines.append(f"| {name} | " + " | ".join(difference_cell(m["mean"][k]) if k in m["mean"] else "–" for k in keys)
                      + " |")
     if seeds > 1:
         lines += ["", "Std over seeds of each seed's difference: " + "; ".join(
@@ -261,7 +261,7 @@ def per_task_markdown(paired: dict) -> list[str]:
     for task in tasks:
         for name, m in paired["methods"].items():
             values = m["tasks"][task]
-            lines.append(f"| {task} | {name} | " + " | ".join(_difference(values[k]) if k in values else "–"
+            lines.append(f"| {task} | {name} | " + " | ".join(difference_cell(values[k]) if k in values else "–"
                                                                for k in keys) + " |")
     return lines + [""]
 
