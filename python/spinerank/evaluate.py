@@ -12,6 +12,13 @@ compared with the hidden severities. On an RSNA 2024 dataset (the five
 conditions of ``rsna_metric`` in the task table) ``metrics.json`` also holds the
 competition's score of the test rows, ``rsna_2024``.
 
+Every score is also mapped to a severity on [0, S] (``spinerank.severity``): the
+run's calibrated map, which sends the thresholds to the fixed boundaries
+(k - ½) S / (K - 1), so that the grade is the number of those boundaries below
+the severity and a severity means the same on every task and run (the identity
+for the classifiers and for the fixed thresholds). The plots show severities;
+the rank metrics are the score's, which the monotone map leaves unchanged.
+
 Writes into ``--out`` (default ``RUN/eval`` or ``RUN/eval-no-tta``):
 ``metrics.json``, ``predictions.csv``, ``outcome.npz`` (the per-disc arrays, for
 ``spinerank compare``'s paired bootstrap), ``report.md`` and its PNG plots.
@@ -31,6 +38,7 @@ from . import bootstrap
 from . import calibrate as calibrate_lib
 from . import metrics as metrics_lib
 from . import rsna_metric
+from . import severity as severity_lib
 from .checkpoint import atomic_write_text, json_safe
 from .inference import Predictions
 from .progress import summaries
@@ -88,10 +96,13 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
             saved = calibrate_lib.load_thresholds(run, tasks.names)
         thresholds = saved["arrays"]
     else:  # the grade boundaries of the expected-grade score, for the borderline flag and the plots
+        saved = None
         thresholds = [metrics_lib.fixed_thresholds(k, predictor.scale) for k in tasks.num_grades]
+    maps = calibrate_lib.severity_maps(saved, predictor, run / calibrate_lib.THRESHOLDS_FILE)
 
     predictions, grades = predictor.predict_dataset(test, tta, progress=progress, desc="test scores")
     predicted = predictor.grades(predictions, thresholds if predictor.method.ranking else None)
+    severity = severity_lib.severities(predictions.scores, maps)
     rows = [item[0] for item in test.items]
     latent = read_latent(predictor.config.data, tasks.names)
 
@@ -123,11 +134,14 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
               "skipped_discs": test.selection.skipped, "rows": test.selection.to_dict(),
               "aggregate": aggregate, "tasks": per_task,
               "thresholds": {n: [float(v) for v in tau] for n, tau in zip(tasks.names, thresholds)},
-              "grading": "calibrated thresholds" if predictor.method.ranking else "classifier"}
+              "grading": "calibrated thresholds" if predictor.method.ranking else "classifier",
+              "score_scale": predictor.scale,
+              "severity_map": "identity" if all(m.is_identity for m in maps) else "calibrated"}
     if rsna_metric.applies(tasks.names, tasks.num_grades):  # an RSNA 2024 dataset: the competition's score too
         result["rsna_2024"] = rsna_score(rows, tasks.names, grades, predictions)
     flags = borderline(predictions.scores, predictions.std, thresholds)
-    atomic_write_text(out / "predictions.csv", predictions_csv(rows, tasks.names, grades, predictions, predicted, flags))
+    atomic_write_text(out / "predictions.csv", predictions_csv(rows, tasks.names, grades, predictions, predicted, flags,
+                                                                severity))
     write_outcome(out / OUTCOME_FILE, bootstrap.Outcome(
         ids=np.array([f"{r.ivd_id}/{r.sequence}" for r in rows], dtype=str), grades=grades, predicted=predicted,
         scores=predictions.scores, probs=list(predictions.probs), latent=hidden))
@@ -137,7 +151,8 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
         from .report import write_report
 
         write_report(out, result, run=run, dataset=test, predictions=predictions, grades=grades,
-                     predicted=predicted, thresholds=thresholds, tasks=tasks, scale=predictor.scale)
+                     predicted=predicted, thresholds=thresholds, tasks=tasks, scale=predictor.scale,
+                     severity=severity, config=predictor.config)
     return result
 
 
@@ -160,20 +175,25 @@ def rsna_score(rows, task_names, grades, predictions: Predictions) -> dict:
         {name: predictions.probs[column[name]] for name in rsna_metric.TASK_NAMES})
 
 
-def predictions_csv(rows, task_names, grades, predictions: Predictions, predicted, flags) -> str:
+def predictions_csv(rows, task_names, grades, predictions: Predictions, predicted, flags, severity) -> str:
     """One line per scored volume: its ids, then per task the true grade (empty if
-    missing), score, predicted grade, TTA std and borderline flag."""
+    missing), raw score, severity (the calibrated map of the score, 0–S),
+    predicted grade, TTA std of the raw score and borderline flag. Columns
+    ``<task>_true, <task>_score, <task>_severity, <task>_grade, <task>_std,
+    <task>_borderline``; scores and severities to 6 decimals (the grade column is
+    computed before rounding)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     header = ["ivd_id", "subject_id", "level", "sequence"]
     for name in task_names:
-        header += [f"{name}_true", f"{name}_score", f"{name}_grade", f"{name}_std", f"{name}_borderline"]
+        header += [f"{name}_true", f"{name}_score", f"{name}_severity", f"{name}_grade", f"{name}_std",
+                   f"{name}_borderline"]
     writer.writerow(header)
     for i, row in enumerate(rows):
         line = [row.ivd_id, row.subject_id, row.level, row.sequence]
         for t in range(len(task_names)):
             line += ["" if grades is None or grades[i, t] < 0 else int(grades[i, t]),
-                     f"{predictions.scores[i, t]:.6f}", int(predicted[i, t]), f"{predictions.std[i, t]:.6f}",
-                     int(flags[i, t])]
+                     f"{predictions.scores[i, t]:.6f}", f"{severity[i, t]:.6f}", int(predicted[i, t]),
+                     f"{predictions.std[i, t]:.6f}", int(flags[i, t])]
         writer.writerow(line)
     return buffer.getvalue()

@@ -2,7 +2,10 @@
 
 Inputs are NIfTI (``.nii``, ``.nii.gz``) or NumPy (``.npy``) volumes of one disc,
 (H, W, D) like the dataset's, or folders searched for them. Each volume is fitted
-to the model's volume shape and scored (with TTA if asked).
+to the model's volume shape and scored (with TTA if asked). The CSV gives per
+task the raw score, its severity (the run's calibrated map to [0, S] stored in
+thresholds.json, ``spinerank.severity``; the identity for classifiers and
+uncalibrated runs), the grade, the TTA std of the score and a borderline flag.
 
 Bad inputs are reported on stderr by name and skipped; the others are still
 predicted:
@@ -39,6 +42,7 @@ from .data import fit_to_shape, load_volume
 from .evaluate import borderline
 from .inference import Predictor
 from .metrics import fixed_thresholds
+from .severity import severities
 
 SUFFIXES = (".nii.gz", ".nii", ".npy")
 #: A volume is refused when some axis has fewer voxels than this fraction of the model's input_shape.
@@ -79,22 +83,23 @@ def input_size_problem(shape_dhw, input_shape) -> tuple[bool, str | None]:
     return any(s < i for s, i in zip(shape_dhw, input_shape)), None
 
 
-def _thresholds(predictor: Predictor, tta: bool) -> list:
-    """The run's calibrated thresholds (ranking methods), else the fixed ones, with a warning where it matters."""
+def _thresholds(predictor: Predictor, tta: bool) -> tuple[list, list]:
+    """The run's calibrated thresholds and severity maps (ranking methods), else
+    the fixed thresholds and the identity, with a warning where it matters."""
     tasks = predictor.tasks
     run = predictor.checkpoint.parent
     fixed = [fixed_thresholds(k, predictor.scale) for k in tasks.num_grades]
     if not predictor.method.ranking:
-        return fixed
+        return fixed, calibrate_lib.severity_maps(None, predictor)
     saved = calibrate_lib.load_thresholds(run, tasks.names)
     if saved is None:
         print(f"spinerank: warning: {run} has no thresholds.json (spinerank calibrate --run {run}); "
-              "grading with the fixed thresholds (c + 0.5) S / (K - 1)", file=sys.stderr)
-        return fixed
+              "grading with the fixed thresholds (c + 0.5) S / (K - 1), severity = score", file=sys.stderr)
+        return fixed, calibrate_lib.severity_maps(None, predictor)
     if saved["tta"] != tta:
         print(f"spinerank: warning: the thresholds were calibrated {'with' if saved['tta'] else 'without'} "
               f"TTA but these scores are {'with' if tta else 'without'} it", file=sys.stderr)
-    return saved["arrays"]
+    return saved["arrays"], calibrate_lib.severity_maps(saved, predictor, run / calibrate_lib.THRESHOLDS_FILE)
 
 
 def _volume_items(files):
@@ -108,8 +113,9 @@ def _volume_items(files):
 
 def predict(checkpoint, inputs, out, tta: bool = False, device: str = "cpu", batch_size: int = 16,
             progress: bool = True, mask=None, disc_points=None, dicom=None) -> dict:
-    """Writes ``out`` (CSV: file, small_input, then per task score, grade, TTA
-    std, borderline); returns {"predicted": n, "skipped": [(file, reason), ...],
+    """Writes ``out`` (CSV: file, small_input, then per task score, severity,
+    grade, TTA std, borderline: ``<task>_score``, ``<task>_severity``, ...);
+    returns {"predicted": n, "skipped": [(file, reason), ...],
     "small": [file, ...]}. Every skipped or small input is also reported on stderr.
 
     With ``mask`` or ``disc_points`` the one input (or the DICOM series folder
@@ -120,7 +126,7 @@ def predict(checkpoint, inputs, out, tta: bool = False, device: str = "cpu", bat
     its crop lies inside the scan (``in_field``)."""
     predictor = Predictor(checkpoint, device=device)
     tasks = predictor.tasks
-    thresholds = _thresholds(predictor, tta)
+    thresholds, maps = _thresholds(predictor, tta)
     skipped: list[tuple[str, str]] = []
     if mask is not None or disc_points is not None or dicom is not None:
         from . import whole_series
@@ -140,7 +146,7 @@ def predict(checkpoint, inputs, out, tta: bool = False, device: str = "cpu", bat
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["file", *extra, "small_input"]
-                    + [f"{n}_{c}" for n in tasks.names for c in ("score", "grade", "std", "borderline")])
+                    + [f"{n}_{c}" for n in tasks.names for c in ("score", "severity", "grade", "std", "borderline")])
     small = []
     predicted_count = 0
     bar = progress_bar(total=total, desc="predicting", unit="volume", disable=not progress)
@@ -176,11 +182,12 @@ def predict(checkpoint, inputs, out, tta: bool = False, device: str = "cpu", bat
         predictions = predictor(torch.stack(batch), tta)
         grades = predictor.grades(predictions, thresholds if predictor.method.ranking else None)
         flags = borderline(predictions.scores, predictions.std, thresholds)
+        severity = severities(predictions.scores, maps)
         for i, name in enumerate(names):
             line = [name, *fields[i], int(flagged[i])]
             for t in range(len(tasks)):
-                line += [f"{predictions.scores[i, t]:.6f}", int(grades[i, t]), f"{predictions.std[i, t]:.6f}",
-                         int(flags[i, t])]
+                line += [f"{predictions.scores[i, t]:.6f}", f"{severity[i, t]:.6f}", int(grades[i, t]),
+                         f"{predictions.std[i, t]:.6f}", int(flags[i, t])]
             writer.writerow(line)
         predicted_count += len(names)
     bar.close()
