@@ -18,6 +18,7 @@ from sklearn.metrics import (balanced_accuracy_score, cohen_kappa_score, matthew
 
 from conftest import tiny_config, write_cohort
 from spinerank import cli, metrics
+from spinerank import severity as severity_lib
 from spinerank import thresholds as thresholds_lib
 from spinerank.calibrate import calibrate, split_dataset
 from spinerank.compare import compare
@@ -58,6 +59,65 @@ def read_predictions(path):
         return list(csv.DictReader(f))
 
 
+def describe_figure(fig) -> dict:
+    """What a report figure shows, read from the matplotlib figure itself: its
+    title, per subplot the dashed horizontal lines (y values) and the line
+    labels, the figure legends' texts and the colour bars' labels."""
+    axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and ax.axison]  # not the hidden spares
+    dashed = []
+    for ax in axes:
+        ys = []
+        for line in ax.get_lines():
+            y = np.asarray(line.get_ydata(), dtype=float)
+            if line.get_linestyle() == "--" and y.size == 2 and y[0] == y[1] \
+                    and tuple(line.get_xdata()) == (0, 1):  # an axhline
+                ys.append(float(y[0]))
+        dashed.append(ys)
+    return {"title": fig._suptitle.get_text() if fig._suptitle else "",
+            "dashed": dashed,
+            "lines": [[line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
+                      for ax in axes],
+            "legend": [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+            + [t.get_text() for ax in axes if ax.get_legend() for t in ax.get_legend().get_texts()],
+            "colorbars": [ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>"],
+            "texts": [[t.get_text() for t in ax.texts] for ax in axes],
+            "titles": [ax.get_title() for ax in axes]}
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Every report figure saved while the test runs, described (describe_figure) by file name."""
+    from spinerank import report
+
+    seen = {}
+    save = report._save
+
+    def recording(fig, path, dpi):
+        seen[pathlib.Path(path).name] = describe_figure(fig)
+        save(fig, path, dpi)
+
+    monkeypatch.setattr(report, "_save", recording)
+    return seen
+
+
+def check_severity_columns(rows, name, saved_thresholds, K, scale=10.0):
+    """``<name>_severity`` sits after ``<name>_score``, is the run's severity map
+    of the score, and grades like the grade column (up to the CSV's rounding)."""
+    columns = list(rows[0])
+    assert columns[columns.index(f"{name}_score") + 1] == f"{name}_severity"
+    score = np.array([float(r[f"{name}_score"]) for r in rows])
+    severity = np.array([float(r[f"{name}_severity"]) for r in rows])
+    grade = np.array([int(r[f"{name}_grade"]) for r in rows])
+    severity_map = severity_lib.SeverityMap.from_thresholds(saved_thresholds, K, scale)
+    slopes = np.diff(severity_map.y) / np.maximum(np.diff(severity_map.x), 1e-12)
+    np.testing.assert_allclose(severity, severity_map(score), rtol=0, atol=2e-6 * (1 + slopes.max()))
+    b = severity_lib.boundaries(K, scale)
+    near = np.abs(severity[:, None] - b[None]).min(1) < 1e-5  # the CSV rounds to 6 decimals
+    np.testing.assert_array_equal(metrics.grades_from_scores(severity, b)[~near], grade[~near])
+    assert severity.min() >= 0 and severity.max() <= scale
+    return score, severity
+
+
 def test_tta_predictions_match_a_plain_loop_over_the_views(run):
     predictor = Predictor(run / "best.pt")
     volumes, _ = next(iter(torch.utils.data.DataLoader(split_dataset(predictor, "test"), batch_size=3)))
@@ -93,7 +153,7 @@ def test_calibrate_fits_the_validation_scores(run):
 
 
 @pytest.mark.parametrize("tta", [False, True])
-def test_evaluate_metrics_agree_with_scikit_learn_on_the_written_predictions(run, cohort, tta):
+def test_evaluate_metrics_agree_with_scikit_learn_on_the_written_predictions(run, cohort, tta, figures):
     result = evaluate(run, tta=tta, progress=False)
     out = run / ("eval" if tta else "eval-no-tta")
     assert json.loads((out / "metrics.json").read_text())["method"] == "spinerank"
@@ -123,6 +183,11 @@ def test_evaluate_metrics_agree_with_scikit_learn_on_the_written_predictions(run
             assert m["roc_auc"] == pytest.approx(auc, abs=1e-3)
         assert m["spearman"] == pytest.approx(spearmanr(s, y).statistic, abs=1e-3, nan_ok=True) \
             or m["spearman"] is None
+        # The severity: the stored knots are the map of the thresholds; the column is that map of the score.
+        assert saved["severity"][name] == severity_lib.SeverityMap.from_thresholds(
+            saved["thresholds"][name], K, saved["score_scale"]).to_dict()
+        score_all, severity_all = check_severity_columns(rows, name, saved["thresholds"][name], K)
+        assert spearmanr(severity_all, score_all).statistic == pytest.approx(1.0)  # one order
         flags = np.array([int(r[f"{name}_borderline"]) for r in rows], dtype=bool)
         std = np.array([float(r[f"{name}_std"]) for r in rows])
         score = np.array([float(r[f"{name}_score"]) for r in rows])
@@ -158,10 +223,35 @@ def test_evaluate_metrics_agree_with_scikit_learn_on_the_written_predictions(run
     report = (out / "report.md").read_text()
     assert f"{len(rows)} discs (T2 volume)" in report and "`n` counts discs (T2 volume)" in report
     assert "Normal (grade 0) vs abnormal" in report
+    # Captions under the figures, and figures that name the method and the run.
+    for caption in ("*Severity by true grade.*", "Dashed red lines: the grade boundaries", "*Severity strip.*",
+                    "evenly spaced quantiles of severity", "*Confusion matrices.*", "*Training curves.*",
+                    "calibrated thresholds land on the fixed boundaries (k − ½)·10/(K − 1)"):
+        assert caption in report, caption
+    K = [len(saved["thresholds"][n]) + 1 for n in result["tasks"]]
+    scores_plot = figures["scores_by_grade.png"]
+    for t, name in enumerate(result["tasks"]):  # the fixed boundaries where the thresholds landed
+        assert scores_plot["dashed"][t] == pytest.approx(list(severity_lib.boundaries(K[t], 10.0)))
+    assert "grade boundaries (calibrated thresholds)" in scores_plot["legend"]
+    for name in ("scores_by_grade.png", "severity_strip.png", "confusion.png", "training_curves.png"):
+        assert figures[name]["title"].startswith(f"spinerank — run {run.parent.name}/{run.name}"), name
+    assert figures["confusion.png"]["colorbars"] == ["fraction of the true grade's discs"]
+    assert "evenly spaced quantiles of severity" in figures["severity_strip.png"]["title"]
+    strip_labels = [t for t in figures["severity_strip.png"]["titles"] if t]
+    assert strip_labels and all(re.fullmatch(r"\d+\.\d \(g\d\)", label) for label in strip_labels)
+    assert "every image a T2 volume" in figures["severity_strip.png"]["title"]
+    for t, (name, m) in enumerate(result["tasks"].items()):  # counts in the cells
+        cells = figures["confusion.png"]["texts"][t]
+        assert len(cells) == K[t] ** 2 and sum(int(c) for c in cells) == m["n"]
 
 
-def test_sequences_choose_the_volumes_and_the_thresholds_follow(run, cohort, tmp_path, capsys):
+def test_sequences_choose_the_volumes_and_the_thresholds_follow(run, cohort, tmp_path, capsys, figures):
     both = evaluate(run, tta=False, progress=False, sequences=("T2", "T1"), out=tmp_path / "both")
+    # The severity strip says which sequence each image is, and the plots count volumes.
+    strip_labels = [t for t in figures["severity_strip.png"]["titles"] if t]
+    assert all(re.fullmatch(r"\d+\.\d \(g\d\) T[12]", label) for label in strip_labels)
+    assert {label[-2:] for label in strip_labels} == {"T1", "T2"}
+    assert figures["confusion.png"]["colorbars"] == ["fraction of the true grade's volumes"]
     saved = json.loads((run / "thresholds.json").read_text())
     assert saved["sequences"] == ["T1", "T2"] and both["unit"] == "volumes (T1, T2)"  # recalibrated on both
     rows = read_predictions(tmp_path / "both" / "predictions.csv")
@@ -250,6 +340,25 @@ def test_predict_skips_unreadable_files_and_matches_evaluate(run, cohort, tmp_pa
     got = np.array([[float(r[f"{n}_score"]) for n in predictor.tasks.names] for r in rows])
     np.testing.assert_allclose(got[:-1], expected, atol=1e-5)
     np.testing.assert_allclose(got[-1], expected[0], atol=1e-5)
+    # The severity beside the score: the run's calibrated map of it, as in predictions.csv.
+    saved = json.loads((run / "thresholds.json").read_text())
+    for name, K in zip(predictor.tasks.names, predictor.tasks.num_grades):
+        check_severity_columns(rows, name, saved["thresholds"][name], K)
+    # A thresholds.json written before the knots: the same map, computed from its thresholds.
+    del saved["severity"]
+    (run / "thresholds.json").write_text(json.dumps(saved))
+    again = tmp_path / "again.csv"
+    assert cli.main(["predict", "--checkpoint", str(run / "best.pt"), "--out", str(again), "--no-tta", "--quiet",
+                     str(folder)]) == 3
+    assert again.read_text() == out.read_text()
+    # Knots that do not send the thresholds to the boundaries are refused.
+    name = predictor.tasks.names[0]
+    saved["severity"] = {name: {"score": [0.0, 10.0], "severity": [0.0, 10.0]}}
+    (run / "thresholds.json").write_text(json.dumps(saved))
+    assert cli.main(["predict", "--checkpoint", str(run / "best.pt"), "--out", str(again), "--no-tta", "--quiet",
+                     str(folder)]) == 2
+    assert f"severity knots of task {name}" in capsys.readouterr().err
+    calibrate(run, tta=False, progress=False)
 
 
 def test_predict_with_no_readable_file_fails(run, tmp_path, capsys):
@@ -259,7 +368,7 @@ def test_predict_with_no_readable_file_fails(run, tmp_path, capsys):
     assert code == 2 and "no volume could be read" in capsys.readouterr().err
 
 
-def test_compare_reuses_phase1_and_tabulates_every_metric(cohort, tmp_path, capsys):
+def test_compare_reuses_phase1_and_tabulates_every_metric(cohort, tmp_path, capsys, figures):
     overrides = dict(width=4, volume_shape=(6, 20, 24), input_shape=(4, 16, 20), batch_size=8, epochs_phase1=1,
                      epochs_phase2=1, patience=5, min_epochs=1, aug_shift_h=2, aug_shift_w=2, aug_slice_shift=1,
                      **TTA)
@@ -278,6 +387,14 @@ def test_compare_reuses_phase1_and_tabulates_every_metric(cohort, tmp_path, caps
     ce = torch.load(tmp_path / "cmp" / "ce" / "best_phase1.pt", weights_only=False)["model"]
     sr = torch.load(tmp_path / "cmp" / "spinerank" / "best_phase1.pt", weights_only=False)["model"]
     assert all(torch.equal(ce[k], sr[k]) for k in ce)  # phase 2 started from the CE run's phase 1
+    # The ranking run's training curves draw the CE run's phase 1 (dashed, named) before its own phase 2.
+    report = (tmp_path / "cmp" / "spinerank" / "eval-no-tta" / "report.md").read_text()
+    assert "phase 2 started from the phase-1 model of ../ce" in report
+    assert (tmp_path / "cmp" / "spinerank" / "eval-no-tta" / "training_curves.png").stat().st_size > 0
+    curves = figures["training_curves.png"]  # the last one saved: spinerank's
+    assert curves["title"].startswith("spinerank — run cmp/spinerank")
+    assert curves["lines"][1] == ["phase 1 (from ../ce)", "phase 2"]
+    assert curves["legend"][0].startswith("phase 1 (from ../ce)")
     # Run again: nothing is retrained.
     compare(str(cohort), str(tmp_path / "cmp"), methods=("ce", "spinerank"), progress=True, tta=False, **overrides)
     assert capsys.readouterr().out.count("trained before") == 2
@@ -336,13 +453,28 @@ def test_compare_cli_refuses_seed_with_seeds(tmp_path, capsys):
     assert code == 2 and "not both" in capsys.readouterr().err
 
 
-def test_calibrating_a_classifier_is_refused(cohort, tmp_path):
+def test_calibrating_a_classifier_is_refused(cohort, tmp_path, figures):
     out = tmp_path / "ce"
     Trainer(tiny_config(cohort, out, method="ce", epochs_phase1=1, **TTA)).run()
     with pytest.raises(ValueError, match="grades with its classifier"):
         calibrate(out, progress=False)
     result = evaluate(out, tta=False, progress=False)
     assert result["grading"] == "classifier" and result["aggregate"]["balanced_accuracy"]["mean"] >= 0
+    # Its severity is its score (the identity map of the fixed thresholds) ...
+    assert result["severity_map"] == "identity"
+    rows = read_predictions(out / "eval-no-tta" / "predictions.csv")
+    for name in result["tasks"]:
+        assert [r[f"{name}_severity"] for r in rows] == [r[f"{name}_score"] for r in rows]
+    # ... and its plots draw no thresholds: it grades by its own rule.
+    scores_plot = figures["scores_by_grade.png"]
+    assert len(scores_plot["dashed"]) == len(result["tasks"]) and not any(scores_plot["dashed"])
+    assert "grade boundaries (calibrated thresholds)" not in scores_plot["legend"]
+    assert "median of the grade" in scores_plot["legend"]
+    assert scores_plot["title"].startswith(f"ce — run {out.parent.name}/ce") and "classifier" in scores_plot["title"]
+    report = (out / "eval-no-tta" / "report.md").read_text()
+    assert "No boundary lines: a classifier grades by its own rule" in report and "Dashed red" not in report
+    assert "phase 1 only" in report and "Severity equals the score here" in report
+    assert figures["training_curves.png"]["lines"][0] == ["phase 1 (this run)"] * 1
 
 
 def test_cli_errors_name_the_problem(tmp_path, capsys):
@@ -421,3 +553,29 @@ def test_calibrate_and_evaluate_check_every_volume_before_scoring(run, cohort, t
     assert cli.main(["calibrate", "--run", str(copy), "--no-tta", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("spinerank: error: 2 of") and val[0].name in err and val[1].name in err
+
+
+def test_training_curves_name_a_reused_phase1_even_when_its_run_is_gone(tmp_path, figures):
+    from spinerank import report
+
+    run = tmp_path / "cmp" / "spinerank"
+    run.mkdir(parents=True)
+    phase2 = [{"phase": 2, "epoch": e, "train_loss": 1 / e, "selection_metric": 0.1 * e} for e in (1, 2, 3)]
+    source = tmp_path / "cmp" / "ce"
+    reused = report.reused_phase1(run, str(source / "best_phase1.pt"))
+    assert reused == ("../ce", []) and report.reused_phase1(run, None) is None
+    drawn = report.plot_training_curves(run / "gone.png", phase2, method="spinerank", run=run, reused=reused)
+    assert drawn["lines"] == ["phase 2, selected by mean QWK of the scores at the fixed thresholds",
+                              "selected epoch (best validation metric) of each phase"]
+    assert figures["gone.png"]["title"] == ("spinerank — run cmp/spinerank: training curves; phase 1 reused from "
+                                            "../ce, whose metrics.jsonl was not found")
+    source.mkdir()
+    phase1 = [{"phase": 1, "epoch": e, "train_loss": 2 / e, "selection_metric": 0.2 * e} for e in (1, 2)]
+    (source / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in phase1))
+    reused = report.reused_phase1(run, str(source / "best_phase1.pt"))
+    assert reused == ("../ce", phase1)
+    report.plot_training_curves(run / "found.png", phase2, method="spinerank", run=run, reused=reused)
+    assert figures["found.png"]["lines"][1] == ["phase 1 (from ../ce)", "phase 2"]  # the metric panel
+    assert figures["found.png"]["lines"][0] == ["phase 1 (from ../ce)"]  # phase 2's loss: its own axis
+    assert figures["found.png"]["lines"][2] == ["phase 2"]
+    assert figures["found.png"]["title"] == "spinerank — run cmp/spinerank: training curves"
