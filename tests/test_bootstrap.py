@@ -174,3 +174,16 @@ class TestPairedDifferences:
             bootstrap.paired_differences({"ce": [a, a], "m": [a]}, "ce")
         with pytest.raises(ValueError, match="not among"):
             bootstrap.paired_differences({"m": [a]}, "ce")
+
+
+def test_a_damaged_outcome_file_is_named(tmp_path):
+    rng = np.random.default_rng(6)
+    path = tmp_path / "outcome.npz"
+    np.savez(path, **bootstrap.outcome_arrays(random_outcome(rng, n=5)))
+    assert bootstrap.load_outcome(path).grades.shape == (5, 2)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="outcome.npz is not an evaluation's outcome file"):
+        bootstrap.load_outcome(path)
+    np.savez(path, grades=np.zeros(3))
+    with pytest.raises(ValueError, match="not an evaluation's outcome file"):
+        bootstrap.load_outcome(path)

@@ -1,7 +1,6 @@
 """The calibrated severity scale (spinerank.severity): a strictly increasing
 piecewise-linear map of the raw score that sends threshold k to (k - ½) S / (K - 1),
 so the severity grades like the thresholds, for every score."""
-import json
 
 import numpy as np
 import pytest
@@ -130,15 +129,12 @@ def test_bad_thresholds_and_knots_are_refused():
         SeverityMap((0.0, 1.0), (1.0, 1.0))
 
 
-def test_knots_round_trip_through_json_and_are_checked_against_the_thresholds():
+def test_one_map_per_task_from_its_thresholds():
     tau = [[1.23456789012345, 4.56, 7.0], [2.5]]
     maps = [SeverityMap.from_thresholds(tau[0], 4), SeverityMap.from_thresholds(tau[1], 2)]
-    stored = json.loads(json.dumps({"a": maps[0].to_dict(), "b": maps[1].to_dict()}))
-    assert severity_lib.maps_for(tau, [4, 2], S, stored, ["a", "b"]) == maps
-    assert severity_lib.maps_for(tau, [4, 2], S, None, ["a", "b"]) == maps  # old files: from the thresholds
-    assert severity_lib.maps_for(tau, [4, 2], S, {"a": stored["a"]}, ["a", "b"]) == maps
-    with pytest.raises(ValueError, match="task b .*calibrate again"):
-        severity_lib.maps_for([tau[0], [3.0]], [4, 2], S, stored, ["a", "b"])
+    assert severity_lib.maps_for(tau, [4, 2], S) == maps
+    with pytest.raises(ValueError, match="2 grades need 1 thresholds"):
+        severity_lib.maps_for([tau[0], [3.0, 4.0]], [4, 2], S)
     scores = np.array([[0.0, 2.5], [4.56, 9.0]])
     np.testing.assert_array_equal(severity_lib.severities(scores, maps),
                                   [[0.0, 5.0], [boundaries(4, S)[1], maps[1](9.0)]])

@@ -54,11 +54,18 @@ class Outcome:
 
 
 def load_outcome(path) -> Outcome:
-    with np.load(path, allow_pickle=False) as f:
-        tasks = int(f["num_tasks"])
-        return Outcome(ids=f["ids"], grades=f["grades"], predicted=f["predicted"], scores=f["scores"],
-                       probs=[f[f"probs_{t}"] for t in range(tasks)],
-                       latent=f["latent"] if "latent" in f.files else None)
+    """An evaluation's outcome.npz (arrays only: no pickle is read); a damaged or
+    foreign file is a ValueError naming it."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            tasks = int(f["num_tasks"])
+            return Outcome(ids=f["ids"], grades=f["grades"], predicted=f["predicted"], scores=f["scores"],
+                           probs=[f[f"probs_{t}"] for t in range(tasks)],
+                           latent=f["latent"] if "latent" in f.files else None)
+    except (KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ValueError(f"{path} is not an evaluation's outcome file ({exc}); run spinerank evaluate again") from exc
 
 
 def outcome_arrays(outcome: Outcome) -> dict[str, np.ndarray]:

@@ -3,10 +3,10 @@
 The validation scores are computed the way the test scores will be (with TTA or
 without, on the same sequences), so the thresholds match what they are applied
 to. The result is ``RUN/thresholds.json``; ``spinerank evaluate`` and
-``spinerank predict`` read it. Beside each task's thresholds it stores the knots
-of its severity map (``severity``; see ``spinerank.severity``): the strictly
-increasing piecewise-linear map of the raw score that sends threshold k to
-(k - ½) S / (K - 1), so that a severity means the same on every task and run.
+``spinerank predict`` read it, and map the raw scores through the thresholds to
+a severity (``spinerank.severity``: the strictly increasing piecewise-linear
+map that sends threshold k to (k - ½) S / (K - 1), so that a severity means the
+same on every task and run).
 
 Which volumes are scored (``sequences``, SPEC §9): by default each disc once, on
 its T2 volume, as the published code evaluates; a disc without a T2 volume is
@@ -23,7 +23,6 @@ import time
 import numpy as np
 
 from . import provenance
-from . import severity as severity_lib
 from . import thresholds as thresholds_lib
 from .checkpoint import atomic_write_text
 from .data import DiscDataset, load_or_make_splits, preflight, read_labels, split_rows, volume_cache
@@ -135,21 +134,17 @@ def calibrate(run: str | pathlib.Path, tta: bool = True, method: str = "grid", o
         tasks[name] = [float(v) for v in fitted]
         value = thresholds_lib.objective_value(predictions.scores[keep, t], grades[keep, t], K, fitted, objective)
         fits[name] = {"n": int(keep.sum()), "fitted": True, "objective": value}
-    knots = {name: severity_lib.SeverityMap.from_thresholds(tasks[name], K, predictor.scale).to_dict()
-             for name, K in zip(predictor.tasks.names, predictor.tasks.num_grades)}
     selection = val.selection
     result = {"method": method, "objective": objective, "tta": bool(tta), "sequences": list(selection.sequences),
               "checkpoint": predictor.checkpoint.name, "thresholds": tasks, "score_scale": predictor.scale,
-              "severity": knots, "validation": fits,
+              "validation": fits,
               "validation_rows": selection.to_dict(), "seconds": round(time.perf_counter() - started, 2)}
     atomic_write_text(run / THRESHOLDS_FILE, json.dumps(result, indent=2) + "\n")
     return result
 
 
 def load_thresholds(run: str | pathlib.Path, task_names: list[str]) -> dict | None:
-    """RUN/thresholds.json with the thresholds as arrays in task order, or None.
-    Its severity knots (``severity``, absent from files written before them)
-    are read by ``severity_maps``."""
+    """RUN/thresholds.json with the thresholds as arrays in task order, or None."""
     path = pathlib.Path(run) / THRESHOLDS_FILE
     if not path.exists():
         return None
@@ -160,16 +155,3 @@ def load_thresholds(run: str | pathlib.Path, task_names: list[str]) -> dict | No
     saved["arrays"] = [np.asarray(saved["thresholds"][n], dtype=np.float64) for n in task_names]
     return saved
 
-
-def severity_maps(saved: dict | None, predictor: Predictor,
-                  source: str | pathlib.Path = THRESHOLDS_FILE) -> list[severity_lib.SeverityMap]:
-    """Per task, the map from the predictor's raw score to severity (``spinerank.severity``):
-    the knots stored in ``saved`` (a loaded thresholds.json), computed from its
-    thresholds when it has none (a file written before the knots), and the
-    identity for ``saved`` None (the fixed thresholds: classifiers, uncalibrated
-    ranking runs)."""
-    tasks = predictor.tasks
-    if saved is None:
-        return [severity_lib.SeverityMap.identity(K, predictor.scale) for K in tasks.num_grades]
-    return severity_lib.maps_for(saved["arrays"], tasks.num_grades, predictor.scale, saved.get("severity"),
-                                 tasks.names, source=str(source))

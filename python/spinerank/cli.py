@@ -152,7 +152,9 @@ def _evaluate(args) -> None:
     agg = result["aggregate"]
     shown = ", ".join(f"{k} {agg[k]['mean']:.3f}" for k in ("balanced_accuracy", "qwk", "mae", "roc_auc")
                       if agg[k]["mean"] == agg[k]["mean"])
-    where = args.out or f"{args.run}/{'eval' if args.tta else 'eval-no-tta'}"
+    from .evaluate import default_out
+
+    where = args.out or default_out(args.run, args.tta)
     skipped = f", {result['skipped_discs']} discs skipped" if result["skipped_discs"] else ""
     print(f"{result['method']} on {result['volumes']} test {result['unit']}{skipped}: mean over tasks {shown}; "
           f"report in {where}/report.md")

@@ -103,20 +103,20 @@ def compare(data: str, out: str, methods=("ce", "spinerank"), preset: str | None
             results[seed][name] = evaluate(folder / name, tta=tta, device=device, progress=progress,
                                            sequences=sequences)
         if seed is not None:  # each seed's own tables, as a one-seed compare writes them
-            _write(folder, _summary(data, tta, sequences, {None: results[seed]}, methods, None, folders={None: folder}))
+            _write(folder, _summary(data, tta, sequences, {None: results[seed]}, methods, None))
 
-    summary = _summary(data, tta, sequences, results, methods, seeds, folders)
+    summary = _summary(data, tta, sequences, results, methods, seeds)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     _write(out, summary)
     return summary
 
 
-def _summary(data, tta, sequences, results: dict, methods: list[str], seeds, folders: dict) -> dict:
+def _summary(data, tta, sequences, results: dict, methods: list[str], seeds) -> dict:
     """comparison.json: the table (mean ± std over tasks for one run per method,
     over seeds of the task-means otherwise), each run's per-task QWK and MAE, and
     the paired differences against CE."""
     from .bootstrap import load_outcome, paired_differences
-    from .evaluate import OUTCOME_FILE
+    from .evaluate import OUTCOME_FILE, default_out
 
     by_seed = list(results.values())
     first = by_seed[0][methods[0]]
@@ -134,9 +134,8 @@ def _summary(data, tta, sequences, results: dict, methods: list[str], seeds, fol
                "unit": first.get("unit", ""), "volumes": first.get("volumes", 0),
                "skipped_discs": first.get("skipped_discs", 0)}
     if "ce" in methods and len(methods) > 1:
-        outcomes = {name: [load_outcome(pathlib.Path(r[name]["run"]) / "eval" / OUTCOME_FILE
-                                        if tta else pathlib.Path(r[name]["run"]) / "eval-no-tta" / OUTCOME_FILE)
-                           for r in by_seed] for name in methods}
+        outcomes = {name: [load_outcome(default_out(r[name]["run"], tta) / OUTCOME_FILE) for r in by_seed]
+                    for name in methods}
         summary["paired"] = paired_differences(outcomes, "ce", task_names=list(first["tasks"]))
     return summary
 

@@ -48,7 +48,7 @@ def plot_comparison(path, summary: dict, title: str = "") -> None:
         ax.grid(axis="x", alpha=0.3)
         ax.set_yticks(rows)
         ax.set_yticklabels(tasks, fontsize=8)
-        ax.invert_yaxis() if key == PANELS[0][0] else None
+    axes[0][0].invert_yaxis()  # the first task on top (the panels share the axis)
     axes[0][0].legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=min(len(methods), 6), frameon=False)
     n_seeds = len(seeds)
     spread = (f"mean of {n_seeds} seeds (large dot), each seed (small dots), lowest to highest seed (bar)"

@@ -81,7 +81,7 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
     sequences = calibrate_lib.normalize_sequences(sequences)
     predictor = calibrate_lib.run_predictor(run, device, data)
     tasks = predictor.tasks
-    out = pathlib.Path(out) if out else run / ("eval" if tta else "eval-no-tta")
+    out = pathlib.Path(out) if out else default_out(run, tta)
     # The test volumes are checked before anything is written or scored (calibration included).
     test = calibrate_lib.split_dataset(predictor, "test", sequences, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,9 +96,8 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
             saved = calibrate_lib.load_thresholds(run, tasks.names)
         thresholds = saved["arrays"]
     else:  # the grade boundaries of the expected-grade score, for the borderline flag and the plots
-        saved = None
         thresholds = [metrics_lib.fixed_thresholds(k, predictor.scale) for k in tasks.num_grades]
-    maps = calibrate_lib.severity_maps(saved, predictor, run / calibrate_lib.THRESHOLDS_FILE)
+    maps = severity_lib.maps_for(thresholds, tasks.num_grades, predictor.scale)  # the identity for the fixed ones
 
     predictions, grades = predictor.predict_dataset(test, tta, progress=progress, desc="test scores")
     predicted = predictor.grades(predictions, thresholds if predictor.method.ranking else None)
@@ -154,6 +153,11 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
                      predicted=predicted, thresholds=thresholds, tasks=tasks, scale=predictor.scale,
                      severity=severity, config=predictor.config)
     return result
+
+
+def default_out(run: str | pathlib.Path, tta: bool) -> pathlib.Path:
+    """Where ``evaluate`` writes without ``out``: RUN/eval, or RUN/eval-no-tta."""
+    return pathlib.Path(run) / ("eval" if tta else "eval-no-tta")
 
 
 def write_outcome(path: pathlib.Path, outcome: bootstrap.Outcome) -> None:

@@ -3,8 +3,8 @@
 Inputs are NIfTI (``.nii``, ``.nii.gz``) or NumPy (``.npy``) volumes of one disc,
 (H, W, D) like the dataset's, or folders searched for them. Each volume is fitted
 to the model's volume shape and scored (with TTA if asked). The CSV gives per
-task the raw score, its severity (the run's calibrated map to [0, S] stored in
-thresholds.json, ``spinerank.severity``; the identity for classifiers and
+task the raw score, its severity (the map to [0, S] of the run's calibrated
+thresholds in thresholds.json, ``spinerank.severity``; the identity for classifiers and
 uncalibrated runs), the grade, the TTA std of the score and a borderline flag.
 
 Bad inputs are reported on stderr by name and skipped; the others are still
@@ -42,7 +42,7 @@ from .data import fit_to_shape, load_volume
 from .evaluate import borderline
 from .inference import Predictor
 from .metrics import fixed_thresholds
-from .severity import severities
+from .severity import maps_for, severities
 
 SUFFIXES = (".nii.gz", ".nii", ".npy")
 #: A volume is refused when some axis has fewer voxels than this fraction of the model's input_shape.
@@ -83,23 +83,22 @@ def input_size_problem(shape_dhw, input_shape) -> tuple[bool, str | None]:
     return any(s < i for s, i in zip(shape_dhw, input_shape)), None
 
 
-def _thresholds(predictor: Predictor, tta: bool) -> tuple[list, list]:
-    """The run's calibrated thresholds and severity maps (ranking methods), else
-    the fixed thresholds and the identity, with a warning where it matters."""
+def _thresholds(predictor: Predictor, tta: bool) -> list:
+    """The run's calibrated thresholds (ranking methods), else the fixed ones, with a warning where it matters."""
     tasks = predictor.tasks
     run = predictor.checkpoint.parent
     fixed = [fixed_thresholds(k, predictor.scale) for k in tasks.num_grades]
     if not predictor.method.ranking:
-        return fixed, calibrate_lib.severity_maps(None, predictor)
+        return fixed
     saved = calibrate_lib.load_thresholds(run, tasks.names)
     if saved is None:
         print(f"spinerank: warning: {run} has no thresholds.json (spinerank calibrate --run {run}); "
               "grading with the fixed thresholds (c + 0.5) S / (K - 1), severity = score", file=sys.stderr)
-        return fixed, calibrate_lib.severity_maps(None, predictor)
+        return fixed
     if saved["tta"] != tta:
         print(f"spinerank: warning: the thresholds were calibrated {'with' if saved['tta'] else 'without'} "
               f"TTA but these scores are {'with' if tta else 'without'} it", file=sys.stderr)
-    return saved["arrays"], calibrate_lib.severity_maps(saved, predictor, run / calibrate_lib.THRESHOLDS_FILE)
+    return saved["arrays"]
 
 
 def _volume_items(files):
@@ -126,7 +125,8 @@ def predict(checkpoint, inputs, out, tta: bool = False, device: str = "cpu", bat
     its crop lies inside the scan (``in_field``)."""
     predictor = Predictor(checkpoint, device=device)
     tasks = predictor.tasks
-    thresholds, maps = _thresholds(predictor, tta)
+    thresholds = _thresholds(predictor, tta)
+    maps = maps_for(thresholds, tasks.num_grades, predictor.scale)  # the identity for the fixed thresholds
     skipped: list[tuple[str, str]] = []
     if mask is not None or disc_points is not None or dicom is not None:
         from . import whole_series

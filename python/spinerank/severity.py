@@ -43,9 +43,9 @@ score scale, E[k] S / (K - 1), and their grade boundaries are the fixed ones,
 the identity (severity = score). So is it for a ranking run graded by the fixed
 thresholds (no thresholds.json).
 
-``RUN/thresholds.json`` stores each task's knots (``severity``: {task: {"score":
-[...], "severity": [...]}}), so evaluate and predict apply the same map; a file
-written before (no knots) gets them computed from its thresholds.
+The map is a function of the thresholds, K and S alone, so it is not stored:
+evaluate and predict build it from ``RUN/thresholds.json``'s thresholds
+(``maps_for``), and every file, old or new, gives the same map.
 """
 from __future__ import annotations
 
@@ -107,12 +107,6 @@ class SeverityMap:
     def is_identity(self) -> bool:
         return self.x == self.y
 
-    def sends_thresholds_to_boundaries(self, thresholds, num_grades: int, scale: float = 10.0) -> bool:
-        """Whether every threshold is a knot with its boundary as severity (the
-        map grades like the thresholds)."""
-        pairs = set(zip(self.x, self.y))
-        return all((float(t), float(b)) in pairs for t, b in zip(thresholds, boundaries(num_grades, scale)))
-
     def __call__(self, scores) -> np.ndarray:
         """The severity of each score (same shape, float64)."""
         s = np.asarray(scores, dtype=np.float64)
@@ -137,32 +131,10 @@ class SeverityMap:
         out = np.where(np.isnan(flat), np.nan, out)
         return out.reshape(s.shape)
 
-    def to_dict(self) -> dict:
-        return {"score": list(self.x), "severity": list(self.y)}
 
-    @classmethod
-    def from_dict(cls, knots: dict) -> "SeverityMap":
-        return cls(tuple(knots["score"]), tuple(knots["severity"]))
-
-
-def maps_for(thresholds, num_grades, scale: float = 10.0, saved: dict | None = None,
-             task_names=None, source: str = "thresholds.json") -> list[SeverityMap]:
-    """One map per task: the knots stored in ``saved`` (a thresholds.json's
-    ``severity``, by task name) where present, else computed from the task's
-    thresholds. Stored knots must send the thresholds to their boundaries."""
-    maps = []
-    for t, (tau, K) in enumerate(zip(thresholds, num_grades)):
-        name = task_names[t] if task_names is not None else None
-        knots = (saved or {}).get(name) if name is not None else None
-        if knots is None:
-            maps.append(SeverityMap.from_thresholds(tau, K, scale))
-            continue
-        severity_map = SeverityMap.from_dict(knots)
-        if not severity_map.sends_thresholds_to_boundaries(tau, K, scale):
-            raise ValueError(f"{source}: the severity knots of task {name} do not send its thresholds to the "
-                             f"boundaries (k - ½) S / (K - 1) with S = {scale:g}; run spinerank calibrate again")
-        maps.append(severity_map)
-    return maps
+def maps_for(thresholds, num_grades, scale: float = 10.0) -> list[SeverityMap]:
+    """One map per task, from its thresholds (``SeverityMap.from_thresholds``)."""
+    return [SeverityMap.from_thresholds(tau, K, scale) for tau, K in zip(thresholds, num_grades)]
 
 
 def severities(scores: np.ndarray, maps: list[SeverityMap]) -> np.ndarray:
