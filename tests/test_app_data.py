@@ -340,10 +340,18 @@ def test_preflight_checks_nifti_volumes_in_full(tmp_path):
 def test_preflight_is_fast_on_small_npy_volumes(tmp_path):
     write_cohort(tmp_path, subjects=100, shape=(48, 80, 10))  # the demo cohort's volume size
     rows = read_labels(tmp_path, TASKS)
+    files = sorted((tmp_path / "volumes").glob("*.npy"))
+    # Against a plain read of the same files in the same run (a wall-clock bound failed on a loaded machine):
+    # the checks cost at most a few plain reads, whatever else the machine is doing.
     started = time.perf_counter()
-    preflight(tmp_path, rows, progress=False)
-    per_volume = (time.perf_counter() - started) / len(rows)
-    assert per_volume < 2e-3, f"{per_volume * 1e3:.2f} ms per volume"  # the demo's ~1900 volumes: < 4 s
+    for path in files:
+        assert np.isfinite(np.load(path)).all()
+    plain = time.perf_counter() - started
+    started = time.perf_counter()
+    preflight(tmp_path, rows, progress=False, workers=1)
+    checked = time.perf_counter() - started
+    assert len(files) == len(rows)
+    assert checked < 5 * plain + 0.05, f"preflight {checked:.3f} s, plain reads {plain:.3f} s"
 
 
 def test_utf16_labels_are_named_as_such(tmp_path):
