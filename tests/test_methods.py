@@ -29,6 +29,86 @@ def test_names_and_unknown_method():
         methods.get("ce", class_weighted=True)
 
 
+
+# -- the registry: the one list of methods ----------------------------------------
+
+
+@pytest.fixture
+def throwaway():
+    """A ranking method of this test's own, registered for the test only."""
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Throwaway(methods.Method):
+        scale: float = 1.0
+
+        def phase1_loss(self, logits, grades, weights):
+            return self.scale * methods.weighted_cross_entropy(logits, grades, weights)
+
+    method = methods.register(Throwaway("throwaway", ranking=True), "a test's own method: scaled CE, then pairs")
+    yield method
+    methods.unregister("throwaway")
+    assert "throwaway" not in methods.names() and "throwaway" not in methods.METHOD_NAMES
+
+
+def help_of(command, monkeypatch):
+    """``spinerank COMMAND --help``, wide enough that no help line wraps."""
+    import argparse
+
+    from spinerank import cli
+
+    monkeypatch.setenv("COLUMNS", "1000")
+    subparsers = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return subparsers.choices[command].format_help()
+
+
+def test_a_registered_method_is_everywhere_a_method_name_is(throwaway, monkeypatch):
+    from spinerank import cli
+    from spinerank import config as config_lib
+
+    assert methods.names() == methods.METHOD_NAMES == ("ce", "corn", "mae", "ranknet", "deeprank", "spinerank",
+                                                       "throwaway")
+    assert methods.ranking_names() == ("ranknet", "deeprank", "spinerank", "throwaway")
+    assert methods.get("throwaway") == throwaway and methods.get("throwaway", scale=2.0).scale == 2.0
+    # the CLI: compare's choices and train's help
+    args = cli.parser().parse_args(["compare", "--data", "d", "--out", "o", "--methods", "ce", "throwaway"])
+    assert args.methods == ["ce", "throwaway"]
+    assert "throwaway (both phases): a test's own method: scaled CE, then pairs" in help_of("train", monkeypatch)
+    assert "{ce,corn,mae,ranknet,deeprank,spinerank,throwaway}" in help_of("compare", monkeypatch)
+    # config validation, with the method's own options, and the ranking methods it names
+    config = config_lib.resolve("tiny", None, method="throwaway", method_options={"scale": 0.5}, rank_anchor=0.1)
+    assert methods.for_config(config).scale == 0.5 and methods.for_config(config).ranking
+    with pytest.raises(ValueError, match=r"config: method 'throwaway' has no option\(s\) normalize"):
+        config_lib.resolve("tiny", None, method="throwaway", method_options={"normalize": "discs"})
+    with pytest.raises(ValueError, match=r"use it with ranknet, deeprank, spinerank or throwaway, or set it to 0"):
+        config_lib.resolve("tiny", None, method="mae", rank_anchor=0.1)
+    with pytest.raises(ValueError, match=r"config: method must be one of ce, corn, mae, ranknet, deeprank, "
+                                         r"spinerank, throwaway, got 'svm'"):
+        config_lib.resolve("tiny", None, method="svm")
+
+
+def test_register_refuses_what_the_cli_and_run_folders_cannot_take(throwaway):
+    with pytest.raises(ValueError, match=r"method 'throwaway' is registered already"):
+        methods.register(methods.Method("throwaway"), "again")
+    with pytest.raises(ValueError, match=r"lowercase letters, digits, '-' and '_'"):
+        methods.register(methods.Method("My Method"), "a name with a space")
+    with pytest.raises(ValueError, match=r"needs a one-line description"):
+        methods.register(methods.Method("nodesc"), "")
+    with pytest.raises(TypeError, match=r"a Method instance"):
+        methods.register("ce", "a name, not a method")
+    with pytest.raises(ValueError, match=r"no method 'svm' is registered"):
+        methods.unregister("svm")
+    assert "nodesc" not in methods.names()
+
+
+def test_train_help_lists_every_registered_method(monkeypatch):
+    text = help_of("train", monkeypatch)
+    for name in methods.names():
+        marks = ("both phases" if methods.get(name).ranking else "phase 1 only") + (
+            ", default" if name == "spinerank" else "")
+        assert f"{name} ({marks}): {methods.description(name)}\n" in text, name
+    assert "spinerank (both phases, default): SpineRankNet" in text and "ce (phase 1 only): inverse-frequency" in text
+
 def test_ce_is_class_weighted_cross_entropy_averaged_over_tasks():
     g = torch.Generator().manual_seed(0)
     logits = [torch.randn(7, 3, generator=g), torch.randn(7, 4, generator=g)]

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import calibrate as calibrate_lib
 from . import config as config_lib
+from . import methods as methods_lib
 from . import metrics as metrics_lib
 from . import thresholds as thresholds_lib
 from .checkpoint import atomic_write_text, json_safe
@@ -76,7 +77,8 @@ def ablate_thresholds(run, out=None, tta: bool = True, sequences=None, objective
     predictor = calibrate_lib.run_predictor(run, device, data)
     if not predictor.method.ranking:
         raise ValueError(f"{run} was trained with --method {predictor.method.name}, which grades with its "
-                         "classifier; the threshold ablation needs a ranking run (ranknet, deeprank, spinerank)")
+                         "classifier; the threshold ablation needs a ranking run "
+                         f"({', '.join(methods_lib.ranking_names())})")
     out = pathlib.Path(out) if out else run / ("ablation-thresholds" if tta else "ablation-thresholds-no-tta")
     out.mkdir(parents=True, exist_ok=True)
     val = calibrate_lib.split_dataset(predictor, "val", sequences)
@@ -122,7 +124,6 @@ def ablate_heads(data: str, out, heads=config_lib.RANK_HEADS, method: str = "spi
     """Phase 2 of each ranking head from one shared phase-1 ``ce`` model; writes
     OUT/ablation.{md,json} and returns the JSON's content."""
     from .evaluate import evaluate
-    from . import methods as methods_lib
 
     started = time.perf_counter()
     sequences = calibrate_lib.normalize_sequences(sequences)
@@ -131,8 +132,8 @@ def ablate_heads(data: str, out, heads=config_lib.RANK_HEADS, method: str = "spi
     if unknown or not heads:
         raise ValueError(f"heads must be among {', '.join(config_lib.RANK_HEADS)}, got {heads!r}")
     if not methods_lib.get(method).ranking:
-        raise ValueError(f"the head ablation trains ranking heads: method must be ranknet, deeprank or spinerank, "
-                         f"got {method!r}")
+        raise ValueError("the head ablation trains ranking heads: method must be "
+                         f"{methods_lib.spoken(methods_lib.ranking_names())}, got {method!r}")
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     common = dict(overrides, data=data, device=device, progress=progress)

@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from . import methods as methods_lib
 from . import provenance
 from . import thresholds as thresholds_lib
 from .checkpoint import atomic_write_text
@@ -115,7 +116,8 @@ def calibrate(run: str | pathlib.Path, tta: bool = True, method: str = "grid", o
     predictor = predictor or run_predictor(run, device, data)
     if not predictor.method.ranking:
         raise ValueError(f"{run} was trained with --method {predictor.method.name}, which grades with its "
-                         "classifier; thresholds are for the ranking methods (ranknet, deeprank, spinerank)")
+                         "classifier; thresholds are for the ranking methods "
+                         f"({', '.join(methods_lib.ranking_names())})")
     if method not in thresholds_lib.METHODS:
         raise ValueError(f"threshold method must be one of {thresholds_lib.METHODS}, got {method!r}")
     if objective not in thresholds_lib.OBJECTIVES:

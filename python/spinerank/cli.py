@@ -4,7 +4,7 @@
     spinerank train --data DIR --out RUN [--preset paper|official|tiny] [--config FILE]
                     [--epochs-phase1 N] [--epochs-phase2 N] [--batch-size N]
                     [--device cpu|cuda] [--amp] [--max-pairs N] [--seed S] [--resume]
-                    [--method ce|corn|mae|ranknet|deeprank|spinerank] [--corn-class-weights]
+                    [--method M] [--corn-class-weights]
                     [--init-phase1 RUN/best_phase1.pt] [--rank-head mlp|linear|kan|transformer]
                     [--rank-anchor LAMBDA]
     torchrun --nproc_per_node N -m spinerank train ...   (data parallel: distributed.py)
@@ -28,8 +28,8 @@ import pathlib
 import signal
 import sys
 
-from .config import RANK_HEADS
-from .methods import METHOD_NAMES
+from . import methods
+from .config import RANK_HEADS, TrainConfig
 from .thresholds import METHODS as THRESHOLD_METHODS
 from .thresholds import OBJECTIVES
 
@@ -296,6 +296,11 @@ class _HelpWithDefaults(argparse.HelpFormatter):
         shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         return f"{text} (default: {shown})"
 
+    def _split_lines(self, text, width):
+        # A help of several lines (train --method: one per method) keeps them, each wrapped.
+        split = super()._split_lines
+        return [wrapped for line in text.splitlines() for wrapped in split(line, width)]
+
 
 def version_line() -> str:
     from importlib import metadata
@@ -308,6 +313,18 @@ def version_line() -> str:
         version = "not installed"
     cuda = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU build"
     return f"spinerank {version} (torch {torch.__version__}, {cuda}, Python {sys.version.split()[0]})"
+
+
+def method_help() -> str:
+    """``train --method``'s help: a line per registered method (methods.register)
+    with its description, the classifiers marked phase 1 only, the default marked."""
+    entries = []
+    for name in methods.names():
+        marks = ["both phases" if methods.get(name).ranking else "phase 1 only"]
+        marks += ["default"] if name == TrainConfig.method else []
+        entries.append(f"{name} ({', '.join(marks)}): {methods.description(name)}")
+    text = "\n".join(["the training method (SPEC §7: the same encoder and protocol for all):", *entries])
+    return text.replace("%", "%%")  # argparse %-formats help
 
 
 def parser() -> argparse.ArgumentParser:
@@ -341,8 +358,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     t.add_argument("--max-pairs", type=int, help="mine at most this many pairs per task (default: all)")
     t.add_argument("--seed", type=int, help="seed of initialisation, order and augmentation (default: 0)")
-    t.add_argument("--method", help="ce, corn, mae (phase 1 only), ranknet, deeprank or spinerank (default; "
-                   "both phases): the baselines of SPEC §7 on the same encoder and protocol")
+    t.add_argument("--method", metavar="M", help=method_help())
     t.add_argument("--corn-class-weights", action="store_true",
                    help="corn: weight each disc's loss terms by the inverse frequency of its grade")
     t.add_argument("--init-phase1", metavar="CHECKPOINT",
@@ -408,7 +424,7 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("compare", help="train, calibrate and evaluate several methods; a Table-1 comparison")
     m.add_argument("--data", required=True, help="dataset folder (labels.csv, volumes/)")
     m.add_argument("--out", required=True, help="folder of the runs, comparison.md and comparison.json")
-    m.add_argument("--methods", nargs="+", choices=list(METHOD_NAMES), default=["ce", "spinerank"],
+    m.add_argument("--methods", nargs="+", choices=list(methods.names()), default=["ce", "spinerank"],
                    help="the methods to train and compare")
     m.add_argument("--seeds", type=int, nargs="+", metavar="S",
                    help="train every method once per seed (OUT/seed-<s>/<method>); the tables then give mean ± std "

@@ -19,7 +19,6 @@ import pathlib
 from typing import Any
 
 from . import methods
-from .methods import METHOD_NAMES
 from .tasks import TaskTable
 
 
@@ -41,7 +40,7 @@ class TrainConfig:
     score_scale: float = 10.0
     downsample_stage2: bool = True  # stage 2 of the encoder halves H and W (ResNet-18); the published code does not
     # training (SPEC §7)
-    method: str = "spinerank"  # one of methods.METHOD_NAMES
+    method: str = "spinerank"  # a registered method, one of methods.names()
     corn_class_weights: bool = False  # corn: weight each sample's terms by its class's inverse frequency
     method_options: dict | None = None  # the method's options, e.g. {"normalize": "weights"} for mae
     init_phase1: str | None = None  # a phase-1 checkpoint: skip phase 1, train phase 2 from it
@@ -130,8 +129,8 @@ class TrainConfig:
         for name in ("downsample_stage2", "drop_last"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"config: {name} must be true or false, got {getattr(self, name)!r}")
-        if self.method not in METHODS:
-            raise ValueError(f"config: method must be one of {', '.join(METHOD_NAMES)}, got {self.method!r}")
+        if self.method not in methods.names():
+            raise ValueError(f"config: method must be one of {', '.join(methods.names())}, got {self.method!r}")
         if self.method_options is not None and not isinstance(self.method_options, dict):
             raise ValueError(f"config: method_options must be a mapping, got {self.method_options!r}")
         try:
@@ -143,12 +142,12 @@ class TrainConfig:
             raise ValueError(f"config: rank_anchor must be a finite number >= 0, got {self.rank_anchor!r}")
         if self.rank_anchor and not methods.get(self.method).ranking:
             raise ValueError(f"config: rank_anchor weighs a term of the phase-2 ranking loss, which method "
-                             f"{self.method!r} does not have; use it with ranknet, deeprank or spinerank, "
+                             f"{self.method!r} does not have; use it with {methods.spoken(methods.ranking_names())}, "
                              "or set it to 0")
         if self.init_phase1 is not None:
             if not methods.get(self.method).ranking:
                 raise ValueError(f"config: init_phase1 starts phase 2, which method {self.method!r} does not "
-                                 "have; use it with ranknet, deeprank or spinerank")
+                                 f"have; use it with {methods.spoken(methods.ranking_names())}")
             if self.epochs_phase2 < 1:
                 raise ValueError("config: init_phase1 needs epochs_phase2 >= 1 (it skips phase 1)")
         if not isinstance(self.dist_timeout_s, (int, float)) or self.dist_timeout_s <= 0:
@@ -172,9 +171,6 @@ DATASET_TASKS = "tasks.json"
 
 #: Settings that name files or folders; stored absolute in config.json.
 PATH_SETTINGS = ("data", "out", "init_phase1")
-
-#: The methods train knows (SPEC §7; see methods.py).
-METHODS = set(METHOD_NAMES)
 
 #: Ranking head variants (model.py).
 RANK_HEADS = ("mlp", "linear", "kan", "transformer")

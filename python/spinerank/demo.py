@@ -31,7 +31,7 @@ def demo(out, all_methods: bool = False, subjects: int = 200, seed: int = 0, pro
         if summaries(progress):
             print(f"== synthesising {subjects} subjects into {cohort}", flush=True)
         synthesize(cohort, subjects=subjects, seed=seed, progress=progress)
-    methods = methods_lib.METHOD_NAMES if all_methods else ("ce", "spinerank")
+    methods = methods_lib.names() if all_methods else ("ce", "spinerank")
     training = {"seed": seed} if seeds is None else {"seeds": seeds}
     summary = compare(str(cohort), str(out / "compare"), methods=methods, preset="tiny", tta=True,
                       progress=progress, **training)

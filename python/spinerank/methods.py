@@ -16,15 +16,21 @@ methods, the options of the phase-2 pairwise loss.
   (RANK_OPTION_NAMES) gives the paper text's variants. ``grade_anchor_loss``
   is the optional phase-2 anchor term of the ranking methods
   (``TrainConfig.rank_anchor``).
+
+The registry at the end of this module (``register``) is the one list of
+methods: their names and order (``names()``, ``METHOD_NAMES``), which of them
+rank (``ranking_names()``), the choices and help of ``spinerank train
+--method`` and ``compare --methods`` and ``TrainConfig.validate`` all come from
+it. A new method is a ``Method`` (or subclass) instance and a ``register`` call
+with its one-line description.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import torch
 import torch.nn.functional as F
-
-METHOD_NAMES = ("ce", "corn", "mae", "ranknet", "deeprank", "spinerank")
 
 
 def _task_mean(per_task: list[torch.Tensor], logits: list[torch.Tensor]) -> torch.Tensor:
@@ -194,19 +200,64 @@ class MeanAbsoluteError(Method):
         return torch.floor(self.expected_grade(probs_t) + 0.5).clamp(0, k - 1).long()
 
 
-_METHODS = {
-    "ce": Method("ce"),
-    "corn": Corn("corn"),
-    "mae": MeanAbsoluteError("mae"),
-    # SPEC §3: the same op family, other options; RankNet and DeepRankSVM as the
-    # published code defines them (see RANK_OPTION_NAMES to change them).
-    "ranknet": Method("ranknet", ranking=True, rank_options=(
-        ("pair_fn", "logistic"), ("sigma", 2.0), ("lambda_sim", 0.0), ("pair_normalization", "all"))),
-    "deeprank": Method("deeprank", ranking=True, rank_options=(
-        ("pair_fn", "squared_hinge"), ("margin_base", 2.0), ("margin_scale", 0.0), ("lambda_sim", 0.0),
-        ("pair_normalization", "all"))),
-    "spinerank": Method("spinerank", ranking=True),
-}
+#: name -> (method, one-line description), in registration order: the single
+#: source of the method names (see the module docstring).
+_REGISTRY: dict[str, tuple[Method, str]] = {}
+
+
+def register(method: Method, description: str) -> Method:
+    """Adds ``method`` under ``method.name`` (after those registered before it) with
+    ``description``, one line for ``spinerank train --help``; returns it.
+    ``method.ranking`` makes it a ranking method (phase 2, score thresholds)."""
+    if not isinstance(method, Method):
+        raise TypeError(f"register: a Method instance, got {method!r}")
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", method.name or ""):
+        raise ValueError(f"register: a method's name is lowercase letters, digits, '-' and '_' (a CLI choice "
+                         f"and a folder name), got {method.name!r}")
+    if method.name in _REGISTRY:
+        raise ValueError(f"register: method {method.name!r} is registered already")
+    if not isinstance(description, str) or not description.strip() or "\n" in description.strip():
+        raise ValueError(f"register: method {method.name!r} needs a one-line description, got {description!r}")
+    _REGISTRY[method.name] = (method, description.strip())
+    return method
+
+
+def unregister(name: str) -> None:
+    """Removes the method called ``name`` (e.g. one a test registered)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unregister: no method {name!r} is registered")
+    del _REGISTRY[name]
+
+
+def names() -> tuple[str, ...]:
+    """The registered methods' names, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def ranking_names() -> tuple[str, ...]:
+    """The registered ranking methods' names (those with a phase 2), in order."""
+    return tuple(name for name, (method, _) in _REGISTRY.items() if method.ranking)
+
+
+def description(name: str) -> str:
+    """The one-line description ``name`` was registered with."""
+    get(name)  # the unknown-method error
+    return _REGISTRY[name][1]
+
+
+def spoken(items) -> str:
+    """``a, b or c``: names in a sentence (error messages, help)."""
+    items = list(items)
+    return " or ".join([", ".join(items[:-1]), items[-1]]) if len(items) > 1 else "".join(items)
+
+
+def __getattr__(attr):
+    # METHOD_NAMES: the registered names (names()), read when asked, so that it
+    # includes methods registered after this module was imported.
+    if attr == "METHOD_NAMES":
+        return names()
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
 
 #: PairwiseRankLoss options a ranking method's ``method_options`` may set, e.g.
 #: DeepRankSVM with the similarity term of the paper's text:
@@ -218,9 +269,9 @@ RANK_OPTION_NAMES = ("margin_base", "margin_scale", "lambda_dis", "lambda_sim", 
 def get(name: str, **options) -> Method:
     """The method called ``name``; ``options`` set its fields (``class_weighted``
     for corn)."""
-    if name not in _METHODS:
-        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHOD_NAMES)}")
-    method = _METHODS[name]
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(names())}")
+    method = _REGISTRY[name][0]
     fields = {f.name for f in dataclasses.fields(method)} - {"name", "ranking", "rank_options"}
     allowed = fields | (set(RANK_OPTION_NAMES) if method.ranking else set())
     unknown = sorted(set(options) - allowed)
@@ -248,3 +299,22 @@ def for_config(config) -> Method:
     if config.method == "corn" and config.corn_class_weights:
         options["class_weighted"] = True
     return get(config.method, **options)
+
+
+# -- the methods (SPEC §7), in the order of names(), the CLI and the tables --------
+
+register(Method("ce"), "inverse-frequency weighted cross-entropy; grade = argmax")
+register(Corn("corn"), "CORN (Shi et al. 2021): K-1 conditional binary logits per task "
+                       "(--corn-class-weights: weighted by grade)")
+register(MeanAbsoluteError("mae"), "MAE_l: |E[grade] - y| over the softmax, class-weighted; grade = E[grade] "
+                                   "rounded")
+# SPEC §3: the same op family, other options; RankNet and DeepRankSVM as the
+# published code defines them (see RANK_OPTION_NAMES to change them).
+register(Method("ranknet", ranking=True, rank_options=(
+    ("pair_fn", "logistic"), ("sigma", 2.0), ("lambda_sim", 0.0), ("pair_normalization", "all"))),
+    "RankNet as published: softplus(-2 r delta) over all kept pairs, no similarity term")
+register(Method("deeprank", ranking=True, rank_options=(
+    ("pair_fn", "squared_hinge"), ("margin_base", 2.0), ("margin_scale", 0.0), ("lambda_sim", 0.0),
+    ("pair_normalization", "all"))),
+    "DeepRankSVM as published: max(0, 2 - r delta)^2 over all kept pairs, no similarity term")
+register(Method("spinerank", ranking=True), "SpineRankNet: PairwiseRankLoss with the SPEC §3 defaults")
