@@ -30,8 +30,8 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/pytest tests
 
-# One JSON file per benchmark file, each rendered as its README table.
-# The README's tables are rendered from these files (render_table.py --readme).
+# One JSON file per benchmark file, each rendered as its table in README.md and docs/
+# (render_table.py --all renders every page's bench blocks from these files).
 BENCHES := pairwise_rank_loss augmentation thresholds
 
 bench: $(VENV)/.installed
@@ -39,7 +39,7 @@ bench: $(VENV)/.installed
 	  $(BIN)/pytest benchmarks/test_bench_$$b.py --bench-large --benchmark-json=benchmarks/results/cpu-$$b.json || exit 1; \
 	done
 	for b in $(BENCHES); do $(BIN)/python benchmarks/render_table.py benchmarks/results/cpu-$$b.json; done
-	$(BIN)/python benchmarks/render_table.py --readme README.md
+	$(BIN)/python benchmarks/render_table.py --all
 
 # CUDA benchmarks (needs a GPU): CUDA-event medians, fused vs eager and compiled reference.
 bench-cuda: $(VENV)/.installed
@@ -50,9 +50,10 @@ bench-cuda: $(VENV)/.installed
 cuda-check:
 	VENV=$(VENV) .ci/cuda-check
 
-# 1 vs 2 processes (gloo) on the CPU, local vs global pairs (README, Scaling out).
+# 1 vs 2 processes (gloo) on the CPU, local vs global pairs (docs/distributed.md).
 bench-ddp: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_ddp.py
+	$(BIN)/python benchmarks/render_table.py --readme docs/distributed.md
 
 # spinerank import spider on scanner-sized phantoms: seconds per series, the full dataset's estimate.
 bench-import: $(VENV)/.installed

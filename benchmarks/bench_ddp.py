@@ -4,6 +4,9 @@ pairwise ranking loss, local pairs against global pairs (gloo, DDP).
     python benchmarks/bench_ddp.py      # writes benchmarks/results/cpu-ddp.json, prints the table
     python benchmarks/bench_ddp.py --table benchmarks/results/cpu-ddp.json   # the table again
 
+docs/distributed.md shows the table of the committed results file
+(render_table.py --readme docs/distributed.md, which calls ``table``).
+
 A step is forward, loss, backward (with DDP's gradient all-reduce) and an AdamW
 step on random volumes of the tiny preset's input size, T = 11 tasks of the
 default table, 20% missing grades, all pairs. Its time is the slowest rank's

@@ -1,12 +1,13 @@
-"""Runs the README's application results and writes them as result files.
+"""Runs the application results of the README and docs/ and writes them as result files.
 
     python benchmarks/demo_results.py [--work DIR] [--only NAME ...]
 
 Each run is timed on its own (run it on a quiet machine) and written to
 ``benchmarks/results/demo-<name>.json``: the command's own JSON (comparison.json
 or ablation.json) under ``result``, with the command line, wall time, machine,
-torch version, thread count, load average and date. ``render_table.py --readme``
-renders them into the README's ``<!-- bench: demo-*.json -->`` blocks.
+torch version, thread count, load average and date. ``render_table.py --all``
+renders them into the ``<!-- bench: demo-*.json -->`` blocks of README.md and
+docs/*.md, wherever they are.
 
 - ``comparison``: ``spinerank demo`` (CE and SpineRankNet);
 - ``comparison-all``: ``spinerank demo --all-methods`` (in its own folder, so

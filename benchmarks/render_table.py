@@ -1,11 +1,16 @@
-"""Render benchmark JSON files as the Markdown tables of the README.
+"""Render benchmark JSON files as the Markdown tables of the README and docs/.
 
     python benchmarks/render_table.py benchmarks/results/cpu-pairwise_rank_loss.json   # print one
-    python benchmarks/render_table.py --readme README.md                              # update the README
+    python benchmarks/render_table.py --all                                           # update every page
+    python benchmarks/render_table.py --readme docs/performance.md                    # update one page
 
-With --readme, every block of the README between ``<!-- bench: FILE -->`` and
-``<!-- /bench -->`` is replaced by the table of benchmarks/results/FILE, so the
-README's numbers are always those of the committed results.
+Every block of a page between ``<!-- bench: FILE -->`` and ``<!-- /bench -->``
+is replaced by the table of benchmarks/results/FILE, so the numbers of the
+README and docs/ are always those of the committed results. ``--all`` updates
+every page that holds such blocks: README.md and docs/*.md (``PAGES``).
+``<!-- bench: FILE summary -->`` renders a shorter view of the same file (the
+loss results: all pairs, fused against the eager reference; the README's
+results summary).
 
 Application results (``demo-*.json``, written by ``demo_results.py``): the
 comparison or ablation table as the command prints it, with the command, its
@@ -14,7 +19,8 @@ time, the machine and the date.
 Loss results: one table per kind of pairs (all, mined), one row per batch size,
 the median time and peak extra memory of each implementation and how many times
 slower than the fused op each baseline is. Augmentation and threshold-search
-results (cases with an ``op`` in extra_info): one row per case.
+results (cases with an ``op`` in extra_info): one row per case. Data-parallel
+results (``cpu-ddp.json``, written by ``bench_ddp.py``): that script's table.
 """
 import argparse
 import json
@@ -23,6 +29,7 @@ import re
 from collections import defaultdict
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+ROOT = RESULTS.parent.parent
 LOSS_BASELINES = ("reference", "reference_compiled", "host_pairs", "fused_direct", "fused_sorted")
 
 
@@ -256,9 +263,43 @@ def render_pipeline(data):
     return lines
 
 
-def render(path):
+def render_loss_summary(data):
+    """The README's view of the loss results: all pairs, fused against the eager reference."""
+    rows = {}
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        if info.get("pairs", "all") == "all" and info["impl"] in ("fused", "reference"):
+            rows.setdefault(info["B"], {})[info["impl"]] = result_of(bench)
+    lines = [machine_line(data) + "; forward + backward over all pairs, T = 11, float32.", "",
+             "| B | fused | reference | reference / fused |", "|---:|---:|---:|---:|"]
+    for B, row in sorted(rows.items()):
+        lines.append(f"| {B} | {cell(row.get('fused'))} | {cell(row.get('reference'))} | "
+                     f"{ratio(row.get('reference'), row.get('fused'))} |")
+    return lines
+
+
+def render_ddp(data):
+    """bench_ddp.py's table (1 vs 2 processes on the CPU, local vs global pairs)."""
+    from bench_ddp import table
+
+    return table(data)
+
+
+VIEWS = {"summary": render_loss_summary}
+
+
+def render(path, view=None):
     with open(path) as f:
         data = json.load(f)
+    if view is not None:
+        if view not in VIEWS:
+            raise ValueError(f"unknown view {view!r} of {path}; views: {', '.join(VIEWS)}")
+        lines = VIEWS[view](data)
+        if not any("peak_extra_bytes" in bench["extra_info"] for bench in data["benchmarks"]):
+            lines[0] = lines[0].replace("; in brackets the peak extra memory of one call", "")
+        return "\n".join(lines).rstrip()
+    if "results" in data and "load_before" in data:
+        return render_ddp(data).strip()
     if "pipeline" in data and "training_step" in data:
         return "\n".join(render_pipeline(data)).strip()
     if "phantoms" in data and "estimate" in data:
@@ -277,25 +318,43 @@ def render(path):
     return "\n".join(lines).rstrip()
 
 
-BLOCK = re.compile(r"(<!-- bench: (?P<file>[\w.-]+) -->\n).*?(<!-- /bench -->)", re.S)
+BLOCK = re.compile(r"(<!-- bench: (?P<file>[\w.-]+)(?: (?P<view>[\w-]+))? -->\n).*?(?P<close><!-- /bench -->)", re.S)
+
+
+def pages(root=ROOT):
+    """Every Markdown page that holds bench blocks: README.md, then docs/*.md."""
+    candidates = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    return [page for page in candidates if page.exists() and BLOCK.search(page.read_text())]
 
 
 def update_readme(readme):
+    """Re-renders the bench blocks of one page; returns how many it holds."""
     text = readme.read_text()
-    new = BLOCK.sub(lambda m: m.group(1) + render(RESULTS / m.group("file")) + "\n" + m.group(3), text)
+    new = BLOCK.sub(lambda m: m.group(1) + render(RESULTS / m.group("file"), m.group("view")) + "\n"
+                    + m.group("close"), text)
     readme.write_text(new)
     return len(BLOCK.findall(text))
+
+
+def update_all(root=ROOT):
+    """Re-renders the bench blocks of every page; returns {page: number of blocks}."""
+    return {page: update_readme(page) for page in pages(root)}
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", nargs="?", help="a results file to print")
     parser.add_argument("--readme", type=pathlib.Path, help="update the bench blocks of this Markdown file "
-                        "(README.md, docs/real-data.md)")
+                        "(README.md, docs/performance.md, ...)")
+    parser.add_argument("--all", action="store_true", help="update the bench blocks of every page that holds "
+                        "them (README.md, docs/*.md)")
     args = parser.parse_args()
-    if args.readme:
+    if args.all:
+        for page, count in update_all().items():
+            print(f"updated {count} tables in {page.relative_to(ROOT)}")
+    elif args.readme:
         print(f"updated {update_readme(args.readme)} tables in {args.readme}")
     elif args.json:
         print(render(args.json))
     else:
-        parser.error("give a JSON file or --readme")
+        parser.error("give a JSON file, --readme FILE or --all")

@@ -1,5 +1,6 @@
 // Op schemas of the spinerank_ext library, registered once. Kernels live in
-// csrc/cpu/ and csrc/cuda/; fake (meta) and autograd registrations are in
+// csrc/cpu/ and csrc/cuda/; the Autograd-key kernels in csrc/autograd.cpp; the
+// fake (meta) kernels for torch.compile and torch.export in
 // spinerank_ext/_ops.py.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/mul.h>

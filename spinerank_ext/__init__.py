@@ -12,7 +12,7 @@ from . import _library
 from ._library import has_compiled_ops, has_cuda_ops
 
 if _library.LOADED:
-    from . import _ops  # noqa: F401  (fake and autograd registrations)
+    from . import _ops  # noqa: F401  (fake kernels; autograd is registered in C++, csrc/autograd.cpp)
 
 from . import reference
 from .augmentation import AUGMENT_PARAM_NAMES, augment, sample_augment_params

@@ -9,7 +9,7 @@ run folder.
 Where the published code (``spinetools/spineranknet``) trains differently from
 what the paper's text says, the difference is a field whose default is the
 paper's value; the ``official`` preset sets all of them as the published code
-does (``OFFICIAL``; README "Paper text, published code, this project").
+does (``OFFICIAL``; docs/training.md "Paper text, published code, this project").
 """
 from __future__ import annotations
 
