@@ -56,7 +56,10 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu_model": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+    # The instruction set torch's kernels dispatch to (AVX2, AVX512, ...): two
+    # CPUs of one model name may differ in it, and with it the last digits.
+    return {"cpu_model": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cores": os.cpu_count(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "python": platform.python_version(),
             "load_average_before": list(os.getloadavg())}
 

@@ -158,9 +158,13 @@ def demo_line(data):
     """Where, when and how long: the caption of an application result (demo_results.py)."""
     m = data["machine"]
     minutes, seconds = divmod(round(data["seconds"]), 60)
-    return (f"`{data['command']}`: {minutes} min {seconds} s on {m['cpu_model']} ({m['cores']} cores, "
+    # Older result files lack the instruction set and the load at the end.
+    isa = f"{m['cpu_capability']}, " if "cpu_capability" in m else ""
+    after = m.get("load_average_after")
+    load = f"{m['load_average_before'][0]:.2f} before the run" + (f", {after[0]:.2f} at its end" if after else "")
+    return (f"`{data['command']}`: {minutes} min {seconds} s on {m['cpu_model']} ({isa}{m['cores']} cores, "
             f"{m['threads']} torch threads, torch {m['torch']}), finished {data['date']}; 1-minute load average "
-            f"{m['load_average_before'][0]:.2f} before the run.")
+            f"{load}.")
 
 
 def render_demo(data):
