@@ -34,10 +34,10 @@ def num_grades_tuple(num_grades, num_tasks: int) -> tuple[int, ...]:
         if num_grades.dim() > 1 or num_grades.is_floating_point():
             raise ValueError(f"num_grades must be an int or a 1-D integer sequence, got {num_grades!r}")
         num_grades = num_grades.tolist()
-    # Plain ints only: a cache key equal to an int tuple, such as (4.0, True),
-    # must not pass for it.
     if torch.compiler.is_compiling():
         return _num_grades_tuple(num_grades, num_tasks)
+    # Plain ints only: a cache key equal to an int tuple, such as (4.0, True),
+    # must not pass for it.
     if type(num_grades) is int or (type(num_grades) is tuple and all(type(k) is int for k in num_grades)):
         return _checked_num_grades(num_grades, num_tasks)
     return _num_grades_tuple(num_grades, num_tasks)

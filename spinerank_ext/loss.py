@@ -49,19 +49,9 @@ class LossOptions:
         _validate.loss_params(pair_fn=self.pair_fn, sigma=self.sigma, max_pairs=self.max_pairs,
                               hard_fraction=self.hard_fraction, task_reduction=self.task_reduction,
                               pair_normalization=self.pair_normalization)
-        # Kept, not recomputed per call (a plain attribute: torch.compile traces it).
-        # Values that are no numbers raise when op_args is read, as before.
-        try:
-            object.__setattr__(self, "_op_args", self._schema_order())
-        except (TypeError, ValueError):
-            pass
 
-    @property
     def op_args(self) -> tuple:
-        """The options in the order of the op schema, after num_grades (computed once)."""
-        return getattr(self, "_op_args", None) or self._schema_order()
-
-    def _schema_order(self) -> tuple:
+        """The options in the order of the op schema, after num_grades."""
         return (float(self.scale), float(self.margin_base), float(self.margin_scale),
                 float(self.lambda_dis), float(self.lambda_sim), bool(self.severity_weight),
                 self.pair_fn, float(self.sigma), -1 if self.max_pairs is None else self.max_pairs,
@@ -87,7 +77,7 @@ def _loss(scores, grades, ks, options: LossOptions, seed: Optional[torch.Tensor]
     """(loss, counts) from the fused op, or from the reference when it is not loaded."""
     if _library.fused_for(scores):
         loss, _, counts = torch.ops.spinerank_ext.pairwise_rank_loss.default(
-            scores, _validate.grades_for_kernel(grades, ks), ks, *options.op_args, seed,
+            scores, _validate.grades_for_kernel(grades, ks), ks, *options.op_args(), seed,
             options.pair_normalization)
         return loss, counts
     return reference.pairwise_rank_loss(
