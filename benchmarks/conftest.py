@@ -69,6 +69,8 @@ def pytest_collection_modifyitems(config, items):
 
 #: The implementation each baseline is compared with, per benchmark file's naming.
 OURS = ("fused", "vectorised")
+#: Not a baseline but the floor of a call (benchmarks/test_bench_pairwise_rank_loss.py).
+FLOOR = "empty_autograd"
 
 
 def ratio_rows(benchmarks):
@@ -83,8 +85,18 @@ def ratio_rows(benchmarks):
     for case, medians in groups.items():
         ours = next((medians[o] for o in OURS if o in medians), None)
         if ours:
-            rows.append((case, {impl: m / ours for impl, m in medians.items() if impl not in OURS}))
+            rows.append((case, {impl: m / ours for impl, m in medians.items() if impl not in OURS + (FLOOR,)}))
     return rows
+
+
+def floor_rows(benchmarks):
+    """[(case, fused median / the empty autograd round trip's median)] for the cases that have both."""
+    groups: dict[str, dict[str, float]] = {}
+    for bench in benchmarks:
+        median = getattr(bench.stats, "median", None) if bench.stats else None
+        if median and bench.extra_info.get("impl") in ("fused", FLOOR):
+            groups.setdefault(bench.group or bench.name, {})[bench.extra_info["impl"]] = median
+    return [(case, m["fused"] / m[FLOOR]) for case, m in groups.items() if "fused" in m and FLOOR in m]
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-benchmark's own tables: the verdict ends the output
@@ -103,6 +115,8 @@ def pytest_terminal_summary(terminalreporter, config):
     write(f"{'case':<{width}}  " + "  ".join(f"{b:>18}" for b in baselines))
     for case, r in rows:
         write(f"{case:<{width}}  " + "  ".join(f"{(f'{r[b]:.1f}x' if b in r else '-'):>18}" for b in baselines))
+    for case, times in floor_rows(session.benchmarks):
+        write(f"{case}: the fused op takes {times:.2f}x an empty autograd round trip (x.sum().backward())")
     info = {}
     pytest_benchmark_update_machine_info(config, info)
     write(f"machine: {info['cpu_model']}, {info['cpu_count']} cores, {info['torch_threads']} torch threads, "

@@ -109,18 +109,39 @@ def loss_table(rows, title):
     return lines
 
 
+#: The floor of a call, timed beside the loss (benchmarks/test_bench_pairwise_rank_loss.py).
+FLOOR = "empty_autograd"
+
+
+def floor_lines(data):
+    """A sentence per (B, device) that has the empty autograd round trip: its
+    time and how many times it the fused all-pairs call takes."""
+    times = defaultdict(dict)
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        if info.get("pairs", "all") == "all" and info["impl"] in ("fused", FLOOR):
+            times[(info["B"], info.get("device", "cpu"))][info["impl"]] = bench["stats"]["median"]
+    return [f"The floor at B = {B} ({device}): an empty autograd round trip on the same scores "
+            f"(`scores.sum().backward()`) takes {fmt(t[FLOOR])}; the fused loss takes "
+            f"{t['fused'] / t[FLOOR]:.2f}× that."
+            for (B, device), t in sorted(times.items()) if FLOOR in t and "fused" in t]
+
+
 def render_loss(data):
     by_kind = defaultdict(lambda: defaultdict(dict))
     machine = data["machine_info"]
     default_device = "cuda" if machine.get("gpu") and "cpu_model" not in machine else "cpu"  # bench_cuda.py
     for bench in data["benchmarks"]:
         info = bench["extra_info"]
+        if info["impl"] == FLOOR:
+            continue
         key = (info["B"], info.get("device", default_device))
         by_kind[loss_kind(info)][key][info["impl"]] = result_of(bench)
     lines = [machine_line(data) + "; forward + backward, T = 11, float32.", ""]
     for title in sorted(by_kind, key=lambda k: (k != "All pairs:", "4 B" not in k, k)):
         lines += loss_table(by_kind[title], title) + [""]
-    return lines
+    floor = floor_lines(data)
+    return lines + (floor + [""] if floor else [])
 
 
 def shape(dims):
@@ -279,7 +300,8 @@ def render_loss_summary(data):
     for B, row in sorted(rows.items()):
         lines.append(f"| {B} | {cell(row.get('fused'))} | {cell(row.get('reference'))} | "
                      f"{ratio(row.get('reference'), row.get('fused'))} |")
-    return lines
+    floor = floor_lines(data)
+    return lines + ([""] + floor if floor else [])
 
 
 def render_ddp(data):

@@ -116,3 +116,17 @@ def test_seed_comparison_leads_with_the_paired_differences():
     for method, entry in data["result"]["paired"]["methods"].items():
         qwk = entry["mean"]["qwk"]
         assert f"| {method} | {qwk['diff']:+.3f} [{qwk['ci'][0]:+.3f}, {qwk['ci'][1]:+.3f}]" in table.replace("**", "")
+
+
+def test_the_floor_line_is_the_ratio_of_the_two_medians():
+    from render_table import floor_lines
+
+    def bench(impl, B, median, pairs="all"):
+        return {"extra_info": {"impl": impl, "B": B, "device": "cpu", "pairs": pairs}, "stats": {"median": median}}
+
+    data = {"benchmarks": [bench("fused", 32, 30e-6), bench("empty_autograd", 32, 20e-6),
+                           bench("fused", 128, 65e-6), bench("fused", 32, 60e-6, pairs="mined 128")]}
+    assert floor_lines(data) == [
+        "The floor at B = 32 (cpu): an empty autograd round trip on the same scores (`scores.sum().backward()`) "
+        "takes 20 µs; the fused loss takes 1.50× that."]
+    assert floor_lines({"benchmarks": [bench("fused", 32, 30e-6)]}) == []

@@ -8,6 +8,7 @@ int generator seed within int64; the batch size B <= 2^31 - 1 (C++).
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -33,6 +34,23 @@ def num_grades_tuple(num_grades, num_tasks: int) -> tuple[int, ...]:
         if num_grades.dim() > 1 or num_grades.is_floating_point():
             raise ValueError(f"num_grades must be an int or a 1-D integer sequence, got {num_grades!r}")
         num_grades = num_grades.tolist()
+    # Plain ints only: a cache key equal to an int tuple, such as (4.0, True),
+    # must not pass for it.
+    if torch.compiler.is_compiling():
+        return _num_grades_tuple(num_grades, num_tasks)
+    if type(num_grades) is int or (type(num_grades) is tuple and all(type(k) is int for k in num_grades)):
+        return _checked_num_grades(num_grades, num_tasks)
+    return _num_grades_tuple(num_grades, num_tasks)
+
+
+# The loss is called once per training step with the same K: at B = 32 its
+# checks are a visible part of the call. Only successful checks are cached.
+@functools.lru_cache(maxsize=64)
+def _checked_num_grades(num_grades, num_tasks: int) -> tuple[int, ...]:
+    return _num_grades_tuple(num_grades, num_tasks)
+
+
+def _num_grades_tuple(num_grades, num_tasks: int) -> tuple[int, ...]:
     if isinstance(num_grades, int):
         ks = (num_grades,) * num_tasks
     elif isinstance(num_grades, Sequence) and all(isinstance(k, int) for k in num_grades):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Optional, Sequence, Union
 
 import torch
@@ -48,20 +49,45 @@ class LossOptions:
         _validate.loss_params(pair_fn=self.pair_fn, sigma=self.sigma, max_pairs=self.max_pairs,
                               hard_fraction=self.hard_fraction, task_reduction=self.task_reduction,
                               pair_normalization=self.pair_normalization)
+        # Kept, not recomputed per call (a plain attribute: torch.compile traces it).
+        # Values that are no numbers raise when op_args is read, as before.
+        try:
+            object.__setattr__(self, "_op_args", self._schema_order())
+        except (TypeError, ValueError):
+            pass
 
+    @property
     def op_args(self) -> tuple:
-        """The options in the order of the op schema, after num_grades."""
+        """The options in the order of the op schema, after num_grades (computed once)."""
+        return getattr(self, "_op_args", None) or self._schema_order()
+
+    def _schema_order(self) -> tuple:
         return (float(self.scale), float(self.margin_base), float(self.margin_scale),
                 float(self.lambda_dis), float(self.lambda_sim), bool(self.severity_weight),
                 self.pair_fn, float(self.sigma), -1 if self.max_pairs is None else self.max_pairs,
                 float(self.hard_fraction), self.task_reduction)
 
 
+@functools.lru_cache(maxsize=64, typed=True)
+def _cached_options(*values) -> LossOptions:
+    return LossOptions(*values)
+
+
+def _options(*values) -> LossOptions:
+    """LossOptions(*values), checked once per distinct set of values (the
+    functional form is called every step with the same options; a failed check
+    is not cached and raises every time). torch.compile traces the checks
+    instead: they cost nothing in a compiled graph."""
+    if torch.compiler.is_compiling():
+        return LossOptions(*values)
+    return _cached_options(*values)
+
+
 def _loss(scores, grades, ks, options: LossOptions, seed: Optional[torch.Tensor]):
     """(loss, counts) from the fused op, or from the reference when it is not loaded."""
     if _library.fused_for(scores):
-        loss, _, counts = torch.ops.spinerank_ext.pairwise_rank_loss(
-            scores, _validate.grades_for_kernel(grades, ks), ks, *options.op_args(), seed,
+        loss, _, counts = torch.ops.spinerank_ext.pairwise_rank_loss.default(
+            scores, _validate.grades_for_kernel(grades, ks), ks, *options.op_args, seed,
             options.pair_normalization)
         return loss, counts
     return reference.pairwise_rank_loss(
@@ -140,8 +166,8 @@ def pairwise_rank_loss(
         non-missing grade), naming the entry; TypeError for non-tensor inputs
         and a wrong-typed ``generator``.
     """
-    options = LossOptions(scale, margin_base, margin_scale, lambda_dis, lambda_sim, severity_weight,
-                          pair_fn, sigma, max_pairs, hard_fraction, task_reduction, pair_normalization)
+    options = _options(scale, margin_base, margin_scale, lambda_dis, lambda_sim, severity_weight,
+                       pair_fn, sigma, max_pairs, hard_fraction, task_reduction, pair_normalization)
     _validate.scores_and_grades(scores, grades)
     ks = _validate.num_grades_tuple(num_grades, scores.shape[1])
     loss, counts = _loss(scores, grades, ks, options, _mining_seed(max_pairs, generator))

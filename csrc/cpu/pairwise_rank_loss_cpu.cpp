@@ -12,7 +12,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
-#include <ATen/ops/zeros.h>
+#include <c10/util/TypeCast.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -75,7 +75,14 @@ struct GradeGroups {
   int count() const { return int(grade.size()); }
 };
 
-GradeGroups group_by_grade(const TaskSamples& ts, bool with_group = false);
+// Fills gg (its buffers are reused: see TaskScratch).
+void group_by_grade(const TaskSamples& ts, GradeGroups& gg, bool with_group = false);
+
+GradeGroups group_by_grade(const TaskSamples& ts, bool with_group = false) {
+  GradeGroups gg;
+  group_by_grade(ts, gg, with_group);
+  return gg;
+}
 
 // Whether grades 0 .. range - 1 of n samples are grouped by a counting sort over
 // the range (else by a sort of the samples): the range must not dwarf n.
@@ -110,16 +117,19 @@ GroupIndex group_index(const TaskSamples& ts) {
   return gi;
 }
 
-GradeGroups group_by_grade(const TaskSamples& ts, bool with_group) {
+void group_by_grade(const TaskSamples& ts, GradeGroups& gg, bool with_group) {
   const int n = ts.n();
-  GradeGroups gg;
+  gg.grade.clear();
+  gg.start.clear();
+  gg.group.clear();
   gg.pos.resize(n);
   gg.s.resize(n);
   const int64_t range = int64_t(ts.max_grade) + 1;  // grades are 0 .. range - 1
   gg.grade.reserve(size_t(std::min<int64_t>(range, n)));
   if (counting_sort_fits(range, n)) {
     // A counting sort over the grades' range; `first` ends up as gg.start.
-    std::vector<int> first(range + 1, 0);
+    std::vector<int>& first = gg.start;
+    first.assign(range + 1, 0);
     for (int a = 0; a < n; ++a) ++first[ts.y[a] + 1];
     for (int64_t c = 0; c < range; ++c) first[c + 1] += first[c];  // first[c]: where grade c starts
     for (int a = 0; a < n; ++a) {
@@ -140,7 +150,6 @@ GradeGroups group_by_grade(const TaskSamples& ts, bool with_group) {
     }
     first[groups] = n;
     first.resize(groups + 1);
-    gg.start = std::move(first);
   } else {
     // Few samples with large grades: a stable sort by grade.
     gg.start.reserve(size_t(n) + 1);
@@ -161,7 +170,6 @@ GradeGroups group_by_grade(const TaskSamples& ts, bool with_group) {
     for (int c = 0; c < gg.count(); ++c)
       for (int k = gg.start[c]; k < gg.start[c + 1]; ++k) gg.group[gg.pos[k]] = c;
   }
-  return gg;
 }
 
 // Tasks per thread: all of them (no thread pool) when the batch has too little
@@ -173,37 +181,68 @@ int64_t task_grain(int64_t B, int64_t T, bool mining) {
   return work < kMinParallelWork ? std::max<int64_t>(T, 1) : 1;
 }
 
-// Task t's valid samples, in batch order, from contiguous (B, T) inputs. With
-// write_task_grad, the only dtype-dependent code: everything between is double.
-TaskSamples gather_task(const at::Tensor& scores, const at::Tensor& grades, int64_t t) {
+// Task t's valid samples, in batch order, from contiguous (B, T) inputs, into
+// ts (overwritten). With write_task_grad, the only dtype-dependent code:
+// everything between is double.
+void gather_task(const at::Tensor& scores, const at::Tensor& grades, int64_t t, TaskSamples& ts) {
   const int64_t B = scores.size(0), T = scores.size(1);
-  TaskSamples ts;
+  // Sized for every row, then cut to the valid ones: no push_back in the loop.
+  ts.s.resize(B);
+  ts.y.resize(B);
+  ts.row.resize(B);
+  int n = 0, max_grade = -1;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(), "gather_task", [&] {
     using scalar_t_ = scalar_t;
     AT_DISPATCH_INDEX_TYPES(grades.scalar_type(), "gather_task_grades", [&] {
       const scalar_t_* sp = scores.const_data_ptr<scalar_t_>();
       const index_t* yp = grades.const_data_ptr<index_t>();
+      double* s = ts.s.data();
+      int* y = ts.y.data();
+      int* row = ts.row.data();
       for (int64_t b = 0; b < B; ++b) {
         const index_t grade = yp[b * T + t];
         if (grade < 0) continue;
-        ts.s.push_back(double(sp[b * T + t]));
-        ts.y.push_back(int(grade));
-        ts.row.push_back(int(b));
-        ts.max_grade = std::max(ts.max_grade, int(grade));
+        s[n] = double(sp[b * T + t]);
+        y[n] = int(grade);
+        row[n] = int(b);
+        max_grade = std::max(max_grade, int(grade));
+        ++n;
       }
     });
   });
-  return ts;
+  ts.s.resize(n);
+  ts.y.resize(n);
+  ts.row.resize(n);
+  ts.max_grade = max_grade;
 }
 
-// pair_grad[row, t] = factor * g[a] for task t's valid samples (the rest stays 0).
+// Column t of pair_grad: factor * g[a] at task t's valid samples, 0 elsewhere
+// (pair_grad is allocated uninitialised; every column is written once).
 void write_task_grad(at::Tensor& pair_grad, const TaskSamples& ts, const std::vector<double>& g,
                      double factor, int64_t t) {
-  const int64_t T = pair_grad.size(1);
+  const int64_t B = pair_grad.size(0), T = pair_grad.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pair_grad.scalar_type(), "write_task_grad", [&] {
     scalar_t* gp = pair_grad.data_ptr<scalar_t>();
-    for (int a = 0; a < ts.n(); ++a) gp[int64_t(ts.row[a]) * T + t] = scalar_t(g[a] * factor);
+    int a = 0;  // ts.row is ascending: the next valid sample
+    for (int64_t b = 0; b < B; ++b) {
+      const bool valid = a < ts.n() && ts.row[a] == b;
+      gp[b * T + t] = valid ? scalar_t(g[a++] * factor) : scalar_t(0);
+    }
   });
+}
+
+// Per-thread buffers of the all-pairs path, kept between calls: at B = 32 a
+// task's pair arithmetic takes a few hundred ns, and a dozen fresh vectors
+// per task cost as much again (they hold O(B) entries, and are kept at the
+// largest size a thread has seen).
+struct TaskScratch {
+  TaskSamples ts;
+  GradeGroups gg;
+  std::vector<double> g, gs;
+};
+TaskScratch& task_scratch() {
+  thread_local TaskScratch scratch;
+  return scratch;
 }
 
 struct TaskLoss {
@@ -217,16 +256,19 @@ struct TaskLoss {
 // is branch-free and vectorisable; same-grade pairs use the closed form of
 // similar_pair. Each ordinal pair is visited once, the similar ones not at all.
 template <PairFn F>
-TaskLoss all_pairs_loss(const LossParams& p, const TaskSamples& ts, int K, double* g) {
+TaskLoss all_pairs_loss(const LossParams& p, const TaskSamples& ts, int K, double* g,
+                        TaskScratch& scratch) {
   const int n = ts.n();
   const double inv_km1 = 1.0 / double(K - 1);
 
-  const GradeGroups gg = group_by_grade(ts);
+  group_by_grade(ts, scratch.gg);
+  const GradeGroups& gg = scratch.gg;
   const int G = gg.count();
   const std::vector<int>& start = gg.start;
   const std::vector<int>& pos = gg.pos;
   const std::vector<double>& s = gg.s;
-  std::vector<double> gs(n, 0.0);
+  std::vector<double>& gs = scratch.gs;
+  gs.assign(n, 0.0);
 
   TaskLoss out;
   for (int c = 0; c < G; ++c) {
@@ -721,12 +763,12 @@ TaskLoss kept_pairs_loss(const LossParams& p, const TaskSamples& ts, int K,
 
 template <PairFn F>
 TaskLoss task_loss(const LossParams& p, const TaskSamples& ts, int K, int64_t max_pairs,
-                   double hard_fraction, uint64_t seed, int task, double* g) {
+                   double hard_fraction, uint64_t seed, int task, double* g, TaskScratch& scratch) {
   const int64_t n = ts.n();
   if (n < 2) return {};
   if (max_pairs == -1 || n * (n - 1) / 2 <= max_pairs) {
     if (F == PairFn::SquaredHinge && n >= sorted_pairs_min_n()) return sorted_hinge_loss(p, ts, K, g);
-    return all_pairs_loss<F>(p, ts, K, g);
+    return all_pairs_loss<F>(p, ts, K, g, scratch);
   }
   const std::vector<Pair> kept = select_pairs(p, ts, K, max_pairs, hard_fraction, seed, task);
   return kept_pairs_loss<F>(p, ts, K, kept, g);
@@ -762,37 +804,48 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_rank_loss_cpu(
   const double reduce_factor =
       reduction == TaskReduction::Mean ? 1.0 / double(std::max<int64_t>(1, non_empty)) : 1.0;
 
-  at::Tensor pair_grad = at::zeros({B, T}, scores.options());
+  at::Tensor pair_grad = at::empty({B, T}, scores.options());
   std::vector<TaskLoss> results(T);
   // One parallel region: each thread gathers, computes and writes back its tasks.
   at::parallel_for(0, T, task_grain(B, T, max_pairs != -1), [&](int64_t begin, int64_t end) {
+    TaskScratch& scratch = task_scratch();
+    const TaskSamples& ts = scratch.ts;
     for (int64_t t = begin; t < end; ++t) {
-      const TaskSamples ts = gather_task(s, y, t);
-      std::vector<double> g(ts.n(), 0.0);
+      gather_task(s, y, t, scratch.ts);
+      std::vector<double>& g = scratch.g;
+      g.assign(ts.n(), 0.0);
       const int K = int(num_grades[t]);
       results[t] = p.pair_fn == PairFn::SquaredHinge
                        ? task_loss<PairFn::SquaredHinge>(p, ts, K, max_pairs, hard_fraction,
-                                                         seed_value, int(t), g.data())
+                                                         seed_value, int(t), g.data(), scratch)
                        : task_loss<PairFn::Logistic>(p, ts, K, max_pairs, hard_fraction,
-                                                     seed_value, int(t), g.data());
+                                                     seed_value, int(t), g.data(), scratch);
       write_task_grad(pair_grad, ts, g, reduce_factor, t);
     }
   });
 
   at::Tensor counts = at::empty({T, 2}, scores.options().dtype(at::kLong));
-  at::Tensor loss = at::empty(reduction == TaskReduction::None ? c10::IntArrayRef{T} : c10::IntArrayRef{},
-                              scores.options().dtype(at::kDouble));
   int64_t* cp = counts.data_ptr<int64_t>();
-  double* lp = loss.data_ptr<double>();
+  std::vector<double> per_task(T);
   double total = 0.0;  // in task order: the sum does not depend on threads
   for (int64_t t = 0; t < T; ++t) {
     cp[2 * t] = results[t].n_dis;
     cp[2 * t + 1] = results[t].n_sim;
-    if (reduction == TaskReduction::None) lp[t] = results[t].loss;
+    per_task[t] = results[t].loss;
     total += results[t].loss;
   }
-  if (reduction != TaskReduction::None) *lp = total * reduce_factor;
-  return {loss.to(scores.scalar_type()), pair_grad, counts};
+  // The loss in the scores' dtype, rounded from double as Tensor.to would.
+  const bool by_task = reduction == TaskReduction::None;
+  at::Tensor loss = at::empty(by_task ? c10::IntArrayRef{T} : c10::IntArrayRef{}, scores.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, loss.scalar_type(), "loss_out", [&] {
+    scalar_t* lp = loss.data_ptr<scalar_t>();
+    if (by_task) {
+      for (int64_t t = 0; t < T; ++t) lp[t] = c10::convert<scalar_t>(per_task[t]);
+    } else {
+      *lp = c10::convert<scalar_t>(total * reduce_factor);
+    }
+  });
+  return {loss, pair_grad, counts};
 }
 static_assert(std::is_same_v<decltype(pairwise_rank_loss_cpu), PairwiseRankLossSignature>);
 
@@ -815,7 +868,8 @@ at::Tensor mined_pairs_cpu(const at::Tensor& scores, const at::Tensor& grades,
   int64_t* op = out.data_ptr<int64_t>();
   at::parallel_for(0, T, task_grain(B, T, true), [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const TaskSamples ts = gather_task(s, y, t);
+      TaskSamples ts;
+      gather_task(s, y, t, ts);
       const std::vector<Pair> kept =
           select_pairs(p, ts, int(num_grades[t]), max_pairs, hard_fraction, seed_value, int(t));
       int64_t* row = op + t * max_pairs * 2;

@@ -285,7 +285,7 @@ def get(name: str, **options) -> Method:
         merged = {**dict(method.rank_options), **rank}
         options_checked = loss_lib.LossOptions(**merged)  # ValueError naming a bad option
         try:  # and the numbers must be numbers
-            options_checked.op_args()
+            options_checked.op_args  # noqa: B018 (computing it checks the numbers)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"method {name!r}: options {rank}: {exc}") from None
         method = dataclasses.replace(method, rank_options=tuple(merged.items()))
