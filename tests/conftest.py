@@ -1,4 +1,5 @@
 import contextlib
+import itertools
 import os
 import pathlib
 import sys
@@ -77,6 +78,32 @@ def fused_loss_and_grad(scores, grades, ks, **kw):
     loss, counts = se.pairwise_rank_loss(s, grades, ks, return_counts=True, **kw)
     (g,) = torch.autograd.grad(loss.sum(), s)
     return loss.detach(), g, counts
+
+
+def published(scores, grades, ks, kind, scale=10.0, sigma=2.0, margin=2.0, c2=0.25):
+    """The published RankNet ("ranknet") or DeepRankSVM ("deeprank") loss, pair by pair
+    (tests/ext/test_pairwise_rank_loss.py: pair_normalization; tests/app/test_methods.py)."""
+    B, T = scores.shape
+    per_task = []
+    for t in range(T):
+        total, count = scores.new_zeros(()), 0
+        for i, j in itertools.combinations(range(B), 2):
+            yi, yj = int(grades[i, t]), int(grades[j, t])
+            if yi < 0 or yj < 0:
+                continue
+            count += 1
+            d, delta = yi - yj, scores[i, t] - scores[j, t]
+            w = scale * abs(d) / (ks[t] - 1)
+            r = (d > 0) - (d < 0)
+            if kind == "ranknet":
+                if d != 0:
+                    total = total + w * torch.nn.functional.softplus(-sigma * r * delta)
+            else:
+                p = 1.0 if d != 0 else 0.0
+                total = total + w * (p * torch.clamp(margin - r * delta, min=0) ** 2 + c2 * (1 - p) * delta**2)
+        if count:
+            per_task.append(total / count)
+    return torch.stack(per_task).mean()
 
 
 # ---------------------------------------------------------------------------

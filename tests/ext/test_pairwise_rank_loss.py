@@ -17,7 +17,7 @@ import spinerank_ext as se
 from spinerank_ext import _validate, reference
 from spinerank_ext import reference as ref
 
-from conftest import CUDA, CUDA_TESTS, TASK_KS, cuda_only, fused_loss_and_grad, make_batch, op_setting
+from conftest import CUDA, CUDA_TESTS, TASK_KS, cuda_only, fused_loss_and_grad, make_batch, op_setting, published
 
 ops = torch.ops.spinerank_ext
 
@@ -1066,32 +1066,7 @@ class TestGenericSortedPath:
 #   an ordinal pair and w = S * |d| / (K - 1), which is 0 for same-grade pairs:
 #   the similarity term vanishes;
 #
-# both averaged over the tasks with pairs.
-
-def published(scores, grades, ks, kind, scale=10.0, sigma=2.0, margin=2.0, c2=0.25):
-    """The published RankNet ("ranknet") or DeepRankSVM ("deeprank") loss, pair by pair."""
-    B, T = scores.shape
-    per_task = []
-    for t in range(T):
-        total, count = scores.new_zeros(()), 0
-        for i, j in itertools.combinations(range(B), 2):
-            yi, yj = int(grades[i, t]), int(grades[j, t])
-            if yi < 0 or yj < 0:
-                continue
-            count += 1
-            d, delta = yi - yj, scores[i, t] - scores[j, t]
-            w = scale * abs(d) / (ks[t] - 1)
-            r = (d > 0) - (d < 0)
-            if kind == "ranknet":
-                if d != 0:
-                    total = total + w * torch.nn.functional.softplus(-sigma * r * delta)
-            else:
-                p = 1.0 if d != 0 else 0.0
-                total = total + w * (p * torch.clamp(margin - r * delta, min=0) ** 2 + c2 * (1 - p) * delta**2)
-        if count:
-            per_task.append(total / count)
-    return torch.stack(per_task).mean()
-
+# both averaged over the tasks with pairs (conftest.published).
 
 PUBLISHED_OPTIONS = {
     "ranknet": dict(pair_fn="logistic", sigma=2.0, lambda_sim=0.0, pair_normalization="all"),
