@@ -7,7 +7,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-SOURCES := pyproject.toml CMakeLists.txt $(wildcard cmake/* build_support/*.py csrc/*.* csrc/*/*.* spinerank_ext/*.py python/spinerank/*.py python/spinerank/*/*.py)
+SOURCES := pyproject.toml CMakeLists.txt $(wildcard cmake/* build_support/*.py csrc/*.* csrc/*/*.* spinerank_ext/*.py spinerank_ext/*/*.py python/spinerank/*.py python/spinerank/*/*.py)
 
 .PHONY: demo test bench bench-cuda bench-ddp bench-import bench-pipeline bench-smoke cuda-check clean
 

@@ -8,7 +8,7 @@ tasks of the default task table, float32, 20% missing grades; all pairs, or
 mined (max_pairs = 4 B, or 500, per task; hard_fraction = 0.7). Baselines:
 ``reference`` (spinerank_ext.reference, eager), ``reference_compiled`` (the same
 under torch.compile; all pairs only, its mining has data-dependent shapes) and
-``host_pairs`` (reference.host_pairs_loss: per task, the pair list built on the
+``host_pairs`` (host_pairs.host_pairs_loss: per task, the pair list built on the
 host in a Python loop, the published approach). Cases run on CPU, and on CUDA
 too when a GPU is present. Peak extra memory: see benchmarks/memory.py.
 """
@@ -20,6 +20,7 @@ import torch
 import spinerank_ext as se
 from spinerank_ext import reference
 
+from host_pairs import host_pairs_loss
 from memory import cuda_peak_extra_bytes, measure_case
 
 TASK_KS = (5, 4, 4, 3, 4, 4, 4, 4, 4, 4, 4)
@@ -39,7 +40,7 @@ IMPLS = {
     "fused": se.pairwise_rank_loss,
     "reference": reference.pairwise_rank_loss,
     "reference_compiled": _compiled_reference,
-    "host_pairs": reference.host_pairs_loss,
+    "host_pairs": host_pairs_loss,
     EMPTY_AUTOGRAD: empty_autograd,
 }
 # (impl, B) per kind of case. The eager reference needs 4.9 GB and ~25 s for

@@ -1,4 +1,5 @@
 import contextlib
+import itertools
 import os
 import pathlib
 import sys
@@ -18,6 +19,22 @@ import torch  # noqa: E402
 
 #: The default task table of SPEC §2.
 TASK_KS = (5, 4, 4, 3, 4, 4, 4, 4, 4, 4, 4)
+
+# ---------------------------------------------------------------------------
+# CUDA tests: each op's file under tests/ext/ has a TestCuda class carrying
+# CUDA_TESTS. SPINERANK_TEST_CUDA_AS=cpu runs them with "cpu" in place of
+# "cuda": the comparisons are then trivial, but the tests themselves are
+# exercised without a GPU (CI: SPINERANK_TEST_CUDA_AS=cpu pytest tests/ext -m cuda).
+
+CUDA = os.environ.get("SPINERANK_TEST_CUDA_AS", "cuda")
+needs_cuda = pytest.mark.skipif(CUDA == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA GPU")
+cuda_only = pytest.mark.skipif(CUDA != "cuda", reason="CUDA-specific behaviour")
+#: The marks of a CUDA test: ``cuda`` (``pytest -m cuda`` selects them) and skipped without a GPU.
+CUDA_TESTS = [pytest.mark.cuda, needs_cuda]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: a CUDA test (the CPU stands in with SPINERANK_TEST_CUDA_AS=cpu)")
 
 
 @contextlib.contextmanager
@@ -51,6 +68,61 @@ def make_batch(B, ks, *, seed=0, dtype=torch.float64, missing=0.2, ties=True, de
 @pytest.fixture
 def batch():
     return make_batch
+
+
+def fused_loss_and_grad(scores, grades, ks, **kw):
+    """The fused loss of a detached copy of scores, the gradient of its sum and the pair counts."""
+    import spinerank_ext as se
+
+    s = scores.detach().clone().requires_grad_()
+    loss, counts = se.pairwise_rank_loss(s, grades, ks, return_counts=True, **kw)
+    (g,) = torch.autograd.grad(loss.sum(), s)
+    return loss.detach(), g, counts
+
+
+def published(scores, grades, ks, kind, scale=10.0, sigma=2.0, margin=2.0, c2=0.25):
+    """The published RankNet ("ranknet") or DeepRankSVM ("deeprank") loss, pair by pair
+    (tests/ext/test_pairwise_rank_loss.py: pair_normalization; tests/app/test_methods.py)."""
+    B, T = scores.shape
+    per_task = []
+    for t in range(T):
+        total, count = scores.new_zeros(()), 0
+        for i, j in itertools.combinations(range(B), 2):
+            yi, yj = int(grades[i, t]), int(grades[j, t])
+            if yi < 0 or yj < 0:
+                continue
+            count += 1
+            d, delta = yi - yj, scores[i, t] - scores[j, t]
+            w = scale * abs(d) / (ks[t] - 1)
+            r = (d > 0) - (d < 0)
+            if kind == "ranknet":
+                if d != 0:
+                    total = total + w * torch.nn.functional.softplus(-sigma * r * delta)
+            else:
+                p = 1.0 if d != 0 else 0.0
+                total = total + w * (p * torch.clamp(margin - r * delta, min=0) ** 2 + c2 * (1 - p) * delta**2)
+        if count:
+            per_task.append(total / count)
+    return torch.stack(per_task).mean()
+
+
+# ---------------------------------------------------------------------------
+# tta_views and augment (tests/ext/test_tta_views.py, test_augment.py, test_tta_views_and_augment.py)
+
+#: The default TTA grid as the op takes it: flips, shifts_h, shifts_w, shifts_d.
+GRID = ([False, True], [-16, 0, 16], [-16, 0, 16], [-1, 0, 1])
+
+
+def vol5(N=2, C=1, D=7, H=20, W=24, dtype=torch.float32, device="cpu"):
+    """A random (N, C, D, H, W) volume, seeded by N and D."""
+    return torch.randn(N, C, D, H, W, generator=torch.Generator().manual_seed(N * 131 + D), dtype=dtype).to(device)
+
+
+def augment_params(N, seed=0, device="cpu"):
+    """(N, 7) augment parameters from sample_augment_params, seeded."""
+    import spinerank_ext as se
+
+    return se.sample_augment_params(N, torch.Generator().manual_seed(seed)).to(device)
 
 
 def write_cohort(folder, subjects=20, shape=(20, 24, 6), seed=0, tasks=None):

@@ -1,5 +1,5 @@
 // Prints Philox4x32-10 outputs of csrc/pair_math.h for the Random123
-// known-answer inputs; tests/test_pair_math_header.py compares them.
+// known-answer inputs; tests/ext/test_pair_math_header.py compares them.
 #include <cstdio>
 
 #include "pair_math.h"

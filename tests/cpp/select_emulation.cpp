@@ -1,7 +1,7 @@
 // Runs the CUDA select kernel's algorithm (csrc/cuda/pairwise_rank_loss_cuda.cu,
 // select_kernel steps 2-4) on the CPU, one simulated block of `threads` threads
 // executed thread by thread, with the same building blocks (pair_select.h).
-// tests/test_pair_math_header.py compares its output with the CPU op's mined
+// tests/ext/test_pair_math_header.py compares its output with the CPU op's mined
 // pairs: a GPU-free check of the device selection logic.
 //
 // stdin: n K max_pairs hard_fraction seed task margin_base margin_scale threads,

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 # The pages whose examples are programs: the README's API tour, and the examples that moved with
 # their sections into docs/ (docs/real-data.md's snippet reads a dataset that is not there).

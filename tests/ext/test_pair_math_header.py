@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 # Random123's published known-answer vectors for Philox4x32-10 (tests/kat_vectors).
 RANDOM123_KAT = [

@@ -258,7 +258,7 @@ def test_ranking_options_give_the_spec_baselines(batch, name, reference_options)
 
 @pytest.mark.parametrize("name", ["ranknet", "deeprank"])
 def test_ranking_baselines_are_the_published_losses(batch, name):
-    from test_pair_normalization import published
+    from conftest import published
 
     ks = [5, 4, 3]
     scores, grades = batch(20, ks, seed=4)
