@@ -115,7 +115,7 @@ struct Philox4x32 {
 };
 
 // Philox4x32-10 (Salmon et al., SC'11), the generator of Random123 and cuRAND;
-// tests/test_pair_math_header.py checks Random123's known answers.
+// tests/ext/test_pair_math_header.py checks Random123's known answers.
 SPINERANK_HD Philox4x32 philox4x32_10(Philox4x32 ctr, uint32_t k0, uint32_t k1) {
   constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
   constexpr uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;

@@ -7,7 +7,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-# Random123's published known-answer vectors for Philox4x32-10 (tests/kat_vectors).
+# Random123's published known-answer vectors for Philox4x32-10 (Random123 kat_vectors).
 RANDOM123_KAT = [
     "6627e8d5 e169c58d bc57ac4c 9b00dbd8",
     "408f276d 41c83b0e a20bc7c6 6d5451fd",
