@@ -22,8 +22,8 @@
 #include <torch/csrc/autograd/functions/basic_ops.h>
 #include <torch/library.h>
 
-#include "augmentation_args.h"
-#include "pairwise_rank_loss_args.h"
+#include "augment/args.h"
+#include "loss/args.h"
 
 namespace spinerank {
 namespace {

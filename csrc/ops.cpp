@@ -6,8 +6,8 @@
 #include <ATen/ops/mul.h>
 #include <torch/library.h>
 
-#include "mining_table_threshold.h"
-#include "sorted_pairs_threshold.h"
+#include "loss/mining_table_threshold.h"
+#include "loss/sorted_pairs_threshold.h"
 
 TORCH_LIBRARY(spinerank_ext, m) {
   // Fused SpineRank loss (SPEC §3). Returns the reduced loss (a scalar, or (T,)
@@ -17,7 +17,7 @@ TORCH_LIBRARY(spinerank_ext, m) {
   // of mining and may be None when max_pairs = -1. pair_normalization: "per_kind"
   // (ordinal and similar pair sums each over their count, SpineRank) or "all"
   // (both over the task's number of kept pairs, the published RankNet and
-  // DeepRankSVM); see dis_factor in csrc/pair_math.h.
+  // DeepRankSVM); see dis_factor in csrc/loss/pair_math.h.
   m.def(
       "pairwise_rank_loss(Tensor scores, Tensor grades, int[] num_grades, float scale, "
       "float margin_base, float margin_scale, float lambda_dis, float lambda_sim, "
@@ -41,21 +41,21 @@ TORCH_LIBRARY(spinerank_ext, m) {
       "int[] shifts_d, float fill) -> Tensor",
       {at::Tag::pt2_compliant_tag});
   // Training augmentation (SPEC §5) with given per-sample parameters, params
-  // (N, 7) as laid out in csrc/augment_math.h: vol (N, C, D, H, W) ->
+  // (N, 7) as laid out in csrc/augment/augment_math.h: vol (N, C, D, H, W) ->
   // (out (N, C, d, h, w), flipped (N,) bool). Forward only.
   m.def("augment(Tensor vol, Tensor params, int[] out_size) -> (Tensor out, Tensor flipped)",
         {at::Tag::pt2_compliant_tag});
   // The smallest task (valid samples) that takes the sorted all-pairs path on
   // CPU; sets it when n >= 0 and returns the previous value. For tests and
-  // benchmarks, see csrc/sorted_pairs_threshold.h.
+  // benchmarks, see csrc/loss/sorted_pairs_threshold.h.
   m.def("_sorted_pairs_min_n(int n) -> int", &spinerank::exchange_sorted_pairs_min_n);
   // The largest task (pairs) whose hardest pairs mining selects from a table
   // of every pair's hardness on CPU; same convention, see
-  // csrc/mining_table_threshold.h.
+  // csrc/loss/mining_table_threshold.h.
   m.def("_mining_table_max_pairs(int n) -> int", &spinerank::exchange_mining_table_max_pairs);
   // The CUDA backend's sorted all-pairs path (squared hinge) with its per-row
   // pass run as a CPU loop: tests check the device path against the CPU
-  // kernels without a GPU (csrc/sorted_pairs_generic.h). CPU only; no
+  // kernels without a GPU (csrc/loss/sorted_pairs_generic.h). CPU only; no
   // autograd; bad values give NaN instead of raising.
   m.def("_sorted_hinge_generic(Tensor scores, Tensor grades, int[] num_grades, float scale, "
         "float margin_base, float margin_scale, float lambda_dis, float lambda_sim, bool severity_weight, "

@@ -62,7 +62,7 @@ def _augment_fake(vol, params, out_size):
 @torch.library.register_fake("spinerank_ext::_sorted_hinge_generic")
 def _sorted_hinge_generic_fake(scores, grades, num_grades, scale, margin_base, margin_scale, lambda_dis,
                                lambda_sim, severity_weight, task_reduction, pair_normalization="per_kind"):
-    # The CUDA sorted path run on the CPU, for tests (csrc/sorted_pairs_generic.h).
+    # The CUDA sorted path run on the CPU, for tests (csrc/loss/sorted_pairs_generic.h).
     _validate.scores_and_grades(scores, grades)
     _validate.num_grades_tuple(list(num_grades), scores.shape[1])
     B, T = scores.shape

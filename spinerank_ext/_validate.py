@@ -18,7 +18,7 @@ TASK_REDUCTIONS = ("mean", "sum", "none")
 PAIR_NORMALIZATIONS = ("per_kind", "all")
 
 #: The largest number of grades K of a task (kMaxNumGrades in
-#: csrc/pairwise_rank_loss_args.h): grades 0..K-1 must fit the kernels' int32
+#: csrc/loss/args.h): grades 0..K-1 must fit the kernels' int32
 #: grade storage. The kernels' time and memory depend on the grades that occur,
 #: not on K.
 MAX_NUM_GRADES = 2**31 - 1
@@ -149,10 +149,10 @@ def grades_for_kernel(grades: torch.Tensor, num_grades) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------
-# tta_views and augment. Messages match csrc/augmentation_args.h word for word.
+# tta_views and augment. Messages match csrc/augment/args.h word for word.
 
-MAX_TTA_LIST_SIZE = 64  # kMaxTtaListSize in csrc/tta_math.h
-MAX_SHIFT = 2**40  # kMaxShift in csrc/augmentation_args.h
+MAX_TTA_LIST_SIZE = 64  # kMaxTtaListSize in csrc/augment/tta_math.h
+MAX_SHIFT = 2**40  # kMaxShift in csrc/augment/args.h
 NUM_AUGMENT_PARAMS = 7
 
 

@@ -12,7 +12,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "augmentation_args.h"
+#include "augment/args.h"
 #include "cpu/huge_pages.h"
 
 namespace spinerank {

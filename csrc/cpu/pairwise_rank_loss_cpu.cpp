@@ -22,14 +22,14 @@
 #include <numeric>
 #include <vector>
 
-#include "pair_math.h"
-#include "pair_select.h"
-#include "pairwise_rank_loss_args.h"
-#include "pairwise_rank_loss_values.h"
-#include "sorted_pairs.h"
-#include "sorted_pairs_generic.h"
-#include "mining_table_threshold.h"
-#include "sorted_pairs_threshold.h"
+#include "loss/pair_math.h"
+#include "loss/pair_select.h"
+#include "loss/args.h"
+#include "loss/check_values.h"
+#include "loss/sorted_pairs.h"
+#include "loss/sorted_pairs_generic.h"
+#include "loss/mining_table_threshold.h"
+#include "loss/sorted_pairs_threshold.h"
 
 namespace spinerank {
 
@@ -324,7 +324,7 @@ TaskLoss all_pairs_loss(const LossParams& p, const TaskSamples& ts, int K, doubl
 }
 
 // The same loss and gradient as all_pairs_loss<SquaredHinge> without visiting
-// pairs (csrc/sorted_pairs.h): each grade group sorted by score, then per
+// pairs (csrc/loss/sorted_pairs.h): each grade group sorted by score, then per
 // sample and lower grade one bisection for its run of margin-violating
 // partners and that run's range sums. O(G^2 n log n) time, O(n) memory.
 TaskLoss sorted_hinge_loss(const LossParams& p, const TaskSamples& ts, int K, double* g) {
@@ -649,7 +649,7 @@ std::vector<int64_t> hardest_pairs_table(const LossParams& p, const TaskSamples&
 // k pair indices drawn uniformly without replacement from the P pairs that are
 // not in `hard` (sorted), by Floyd's algorithm on the task's Philox stream; sorted.
 // The drawn ranks live in a bitmap over the candidates when they are few, else
-// in an open-addressing table (csrc/pair_select.h, as on CUDA) and are sorted:
+// in an open-addressing table (csrc/loss/pair_select.h, as on CUDA) and are sorted:
 // the same set either way, no allocation per draw.
 std::vector<int64_t> random_pairs(int64_t P, const std::vector<int64_t>& hard, int64_t k,
                                   uint64_t seed, int task) {

@@ -13,7 +13,7 @@
 #include <algorithm>
 #include <type_traits>
 
-#include "augmentation_args.h"
+#include "augment/args.h"
 #include "cpu/huge_pages.h"
 #include "cpu/streaming_writes.h"
 

@@ -1,7 +1,7 @@
 // CUDA kernel of augment (SPEC §5).
 //
 // One thread per output pixel (n, i, j): it derives the sample's geometry and
-// the pixel's bilinear taps once (csrc/augment_math.h, the same functions as
+// the pixel's bilinear taps once (csrc/augment/augment_math.h, the same functions as
 // the CPU kernel) and applies them to every (channel, slice). Consecutive
 // threads own consecutive j, so writes are coalesced and the four reads of
 // neighbouring threads share cache lines.
@@ -16,7 +16,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "augmentation_args.h"
+#include "augment/args.h"
 
 namespace spinerank {
 namespace {

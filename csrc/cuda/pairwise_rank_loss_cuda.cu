@@ -44,11 +44,11 @@
 #include <cstring>
 #include <limits>
 
-#include "pair_math.h"
-#include "pair_select.h"
-#include "pairwise_rank_loss_args.h"
-#include "pairwise_rank_loss_values.h"
-#include "sorted_pairs_generic.h"
+#include "loss/pair_math.h"
+#include "loss/pair_select.h"
+#include "loss/args.h"
+#include "loss/check_values.h"
+#include "loss/sorted_pairs_generic.h"
 
 namespace spinerank {
 namespace {
@@ -601,7 +601,7 @@ __global__ void __launch_bounds__(kRowThreads) kept_grad_kernel(
 
 // ---------------------------------------------------------------------------
 // All pairs, large batches (squared hinge): the sorted path of
-// csrc/sorted_pairs_generic.h, O(G^2 B log B) per task instead of B^2. ATen
+// csrc/loss/sorted_pairs_generic.h, O(G^2 B log B) per task instead of B^2. ATen
 // sorts and scans; this kernel is its per-row pass, one thread per (task,
 // sorted position).
 

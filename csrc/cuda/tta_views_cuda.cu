@@ -3,7 +3,7 @@
 // One thread per output column (n, view, i, j): it decodes its view once and
 // then writes that pixel of every (channel, slice), so the index math is
 // amortised over C * d voxels. Consecutive threads own consecutive j, so
-// reads and writes are coalesced. The geometry is csrc/tta_math.h, the same
+// reads and writes are coalesced. The geometry is csrc/augment/tta_math.h, the same
 // functions as the CPU kernel.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
@@ -16,7 +16,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "augmentation_args.h"
+#include "augment/args.h"
 
 namespace spinerank {
 namespace {

@@ -1,8 +1,8 @@
-// Prints Philox4x32-10 outputs of csrc/pair_math.h for the Random123
+// Prints Philox4x32-10 outputs of csrc/loss/pair_math.h for the Random123
 // known-answer inputs; tests/ext/test_pair_math_header.py compares them.
 #include <cstdio>
 
-#include "pair_math.h"
+#include "loss/pair_math.h"
 
 int main() {
   using spinerank::philox4x32_10;

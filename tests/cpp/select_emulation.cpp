@@ -10,8 +10,8 @@
 #include <cstdio>
 #include <vector>
 
-#include "pair_math.h"
-#include "pair_select.h"
+#include "loss/pair_math.h"
+#include "loss/pair_select.h"
 
 using namespace spinerank;
 

@@ -1,4 +1,4 @@
-"""The shared header csrc/pair_math.h on its own (it has no torch dependency)."""
+"""The shared header csrc/loss/pair_math.h on its own (it has no torch dependency)."""
 import pathlib
 import shutil
 import subprocess

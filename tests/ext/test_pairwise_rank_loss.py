@@ -943,7 +943,7 @@ class TestGenericSortedPath:
 
     For large batches the CUDA op computes the squared-hinge loss from
     device-generic ATen ops (sort, cumsum, gather, scatter) and one per-row pass
-    (csrc/sorted_pairs_generic.h, sorted_hinge_row in csrc/sorted_pairs.h). The
+    (csrc/loss/sorted_pairs_generic.h, sorted_hinge_row in csrc/loss/sorted_pairs.h). The
     private op ``_sorted_hinge_generic`` runs exactly that code on the CPU, with
     the per-row pass as a loop instead of a kernel: here it is checked against the
     reference and the CPU kernels. TestCuda below runs the CUDA op itself on

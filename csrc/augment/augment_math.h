@@ -19,8 +19,8 @@
 #include <cmath>
 #include <cstdint>
 
-#include "crop_math.h"
-#include "hd.h"
+#include "augment/crop_math.h"
+#include "common/hd.h"
 
 namespace spinerank {
 

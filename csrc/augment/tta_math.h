@@ -4,8 +4,8 @@
 
 #include <cstdint>
 
-#include "crop_math.h"
-#include "hd.h"
+#include "augment/crop_math.h"
+#include "common/hd.h"
 
 namespace spinerank {
 

@@ -1,4 +1,4 @@
-// The sorted all-pairs squared-hinge loss (csrc/sorted_pairs.h) from
+// The sorted all-pairs squared-hinge loss (csrc/loss/sorted_pairs.h) from
 // device-generic ATen ops (sort, cumsum, gather, scatter) and one pass over
 // the sorted rows, sorted_hinge_row, which the caller runs: a CUDA kernel in
 // the CUDA backend (its path for large batches), a loop on the CPU. On the CPU
@@ -18,9 +18,9 @@
 #include <limits>
 #include <tuple>
 
-#include "pair_math.h"
-#include "pairwise_rank_loss_args.h"
-#include "sorted_pairs.h"
+#include "loss/pair_math.h"
+#include "loss/args.h"
+#include "loss/sorted_pairs.h"
 
 namespace spinerank {
 

@@ -20,8 +20,8 @@
 #include <cmath>
 #include <cstdint>
 
-#include "hd.h"
-#include "pair_math.h"
+#include "common/hd.h"
+#include "loss/pair_math.h"
 
 namespace spinerank {
 
@@ -72,7 +72,7 @@ SPINERANK_HD ShiftedSums shifted_sums(double u, int64_t cnt, double s1, double s
 
 // ---------------------------------------------------------------------------
 // One sorted row at a time: the device-generic form of the sorted path
-// (csrc/sorted_pairs_generic.h), where every (task, sorted position) is
+// (csrc/loss/sorted_pairs_generic.h), where every (task, sorted position) is
 // computed on its own, by a CUDA thread or a CPU loop.
 
 // A task's samples sorted by (grade, score) with the sums that the formulas

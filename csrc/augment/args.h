@@ -9,9 +9,9 @@
 
 #include <string_view>
 
-#include "augment_math.h"
-#include "crop_math.h"
-#include "tta_math.h"
+#include "augment/augment_math.h"
+#include "augment/crop_math.h"
+#include "augment/tta_math.h"
 
 namespace spinerank {
 

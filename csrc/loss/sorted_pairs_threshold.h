@@ -1,6 +1,6 @@
 // Which all-pairs path a task takes on CPU: tasks with at least
 // sorted_pairs_min_n() valid samples use the sorted squared-hinge path
-// (csrc/sorted_pairs.h), smaller ones the direct pair loop, which is faster
+// (csrc/loss/sorted_pairs.h), smaller ones the direct pair loop, which is faster
 // there. The logistic pair function always takes the direct loop: it has no
 // closed form over a run of partners.
 #pragma once

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "hd.h"
+#include "common/hd.h"
 
 namespace spinerank {
 

@@ -6,8 +6,8 @@
 
 #include <cstdint>
 
-#include "hd.h"
-#include "pair_math.h"
+#include "common/hd.h"
+#include "loss/pair_math.h"
 
 namespace spinerank {
 

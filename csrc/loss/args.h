@@ -11,7 +11,7 @@
 #include <string_view>
 #include <tuple>
 
-#include "pair_math.h"
+#include "loss/pair_math.h"
 
 namespace spinerank {
 

@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "hd.h"
+#include "common/hd.h"
 
 namespace spinerank {
 
