@@ -1,13 +1,11 @@
-// Op schemas of the spinerank_ext library, registered once. Kernels live in
+// Op schemas of the spinerank_ext library, registered once (the private
+// tuning and testing ops in csrc/tuning.cpp). Kernels live in
 // csrc/cpu/ and csrc/cuda/; the Autograd-key kernels in csrc/autograd.cpp; the
 // fake (meta) kernels for torch.compile and torch.export in
 // spinerank_ext/_ops.py.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/mul.h>
 #include <torch/library.h>
-
-#include "loss/mining_table_threshold.h"
-#include "loss/sorted_pairs_threshold.h"
 
 TORCH_LIBRARY(spinerank_ext, m) {
   // Fused SpineRank loss (SPEC §3). Returns the reduced loss (a scalar, or (T,)
@@ -45,21 +43,6 @@ TORCH_LIBRARY(spinerank_ext, m) {
   // (out (N, C, d, h, w), flipped (N,) bool). Forward only.
   m.def("augment(Tensor vol, Tensor params, int[] out_size) -> (Tensor out, Tensor flipped)",
         {at::Tag::pt2_compliant_tag});
-  // The smallest task (valid samples) that takes the sorted all-pairs path on
-  // CPU; sets it when n >= 0 and returns the previous value. For tests and
-  // benchmarks, see csrc/loss/sorted_pairs_threshold.h.
-  m.def("_sorted_pairs_min_n(int n) -> int", &spinerank::exchange_sorted_pairs_min_n);
-  // The largest task (pairs) whose hardest pairs mining selects from a table
-  // of every pair's hardness on CPU; same convention, see
-  // csrc/loss/mining_table_threshold.h.
-  m.def("_mining_table_max_pairs(int n) -> int", &spinerank::exchange_mining_table_max_pairs);
-  // The CUDA backend's sorted all-pairs path (squared hinge) with its per-row
-  // pass run as a CPU loop: tests check the device path against the CPU
-  // kernels without a GPU (csrc/loss/sorted_pairs_generic.h). CPU only; no
-  // autograd; bad values give NaN instead of raising.
-  m.def("_sorted_hinge_generic(Tensor scores, Tensor grades, int[] num_grades, float scale, "
-        "float margin_base, float margin_scale, float lambda_dis, float lambda_sim, bool severity_weight, "
-        "str task_reduction, str pair_normalization=\"per_kind\") -> (Tensor, Tensor, Tensor)");
 }
 
 namespace {

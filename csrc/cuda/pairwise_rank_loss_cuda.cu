@@ -33,13 +33,13 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -620,15 +620,14 @@ void sorted_rows_cuda(const SortedRows& rows, const LossParams& p) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// The smallest batch that takes the sorted path. NOT MEASURED: no GPU has run
-// this code yet. The direct kernel evaluates B^2 pairs per task, the sorted
-// path costs two segmented sorts and O(G log B) per sample, so the direct
-// kernel should win for small B; `make bench-cuda` times both (B = 65536 and
-// the op _cuda_sorted_min_batch) to put the measured crossover here.
-std::atomic<int64_t> cuda_sorted_min_batch{16384};
-
-int64_t exchange_cuda_sorted_min_batch(int64_t b) {
-  return b < 0 ? cuda_sorted_min_batch.load() : cuda_sorted_min_batch.exchange(b);
+// The smallest batch that takes the sorted path (csrc/loss/tuning.h). Its
+// state lives in _C, which this library does not link: read through the op
+// that moves it, once per call (a dispatcher call, well under a kernel launch).
+int64_t cuda_sorted_min_batch() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("spinerank_ext::_cuda_sorted_min_batch", "")
+                             .typed<int64_t(int64_t)>();
+  return op.call(-1);
 }
 
 // ---------------------------------------------------------------------------
@@ -794,7 +793,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_rank_loss_cuda(
   const unsigned chunks = unsigned((B + kRowThreads - 1) / kRowThreads);
   const dim3 rows_grid(chunks, unsigned(T));
 
-  if (max_pairs == -1 && p.pair_fn == PairFn::SquaredHinge && B >= cuda_sorted_min_batch.load()) {
+  if (max_pairs == -1 && p.pair_fn == PairFn::SquaredHinge && B >= cuda_sorted_min_batch()) {
     return sorted_hinge_loss_generic(s, y, num_grades, p, reduction, &sorted_rows_cuda);
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "pairwise_rank_loss_cuda", [&] {
@@ -855,12 +854,6 @@ at::Tensor mined_pairs_cuda(const at::Tensor& scores, const at::Tensor& grades,
 
 }  // namespace
 }  // namespace spinerank
-
-// Registered with the CUDA library: sets the smallest batch of the sorted
-// path (b >= 0) and returns the previous value; b < 0 only reads it.
-TORCH_LIBRARY_FRAGMENT(spinerank_ext, m) {
-  m.def("_cuda_sorted_min_batch(int b) -> int", &spinerank::exchange_cuda_sorted_min_batch);
-}
 
 TORCH_LIBRARY_IMPL(spinerank_ext, CUDA, m) {
   m.impl("pairwise_rank_loss", &spinerank::pairwise_rank_loss_cuda);

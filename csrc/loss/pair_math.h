@@ -85,6 +85,13 @@ SPINERANK_HD PairTerm<acc_t> similar_pair(acc_t delta) {
   return {delta * delta, acc_t(2) * delta};
 }
 
+// One sample's share of that closed form: in a group of m, with its score
+// `centred` on the group mean, m * centred^2 of the loss and 2 m centred of
+// the gradient.
+SPINERANK_HD PairTerm<double> similar_group_share(int64_t m, double centred) {
+  return {double(m) * centred * centred, 2.0 * double(m) * centred};
+}
+
 // The per-task loss from the accumulated pair sums over the kept pairs:
 //   PerKind (SpineRank): L_t = lambda_dis * sum_dis / max(1, n_dis) + lambda_sim * sum_sim / max(1, n_sim);
 //   All (the published RankNet and DeepRankSVM): L_t = (lambda_dis * sum_dis + lambda_sim * sum_sim)

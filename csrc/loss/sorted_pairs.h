@@ -108,7 +108,7 @@ SPINERANK_HD double range_sum(const double* cum, int64_t i, int64_t j) {
 // Position k of task t: its similar pairs in closed form (the group's
 // variance), the violating partners in every lower group (this sample as the
 // more severe side: it also carries those pairs' loss) and in every higher
-// group (gradient only), exactly as sorted_hinge_loss on the CPU.
+// group (gradient only). The CPU's sorted path runs it too, one task at a time.
 SPINERANK_HD void sorted_hinge_row(const SortedRows& r, const LossParams& p, int64_t t, int64_t k) {
   const int64_t row = t * r.B;
   const int64_t* start = r.start + t * (r.gcap + 2);
@@ -126,9 +126,9 @@ SPINERANK_HD void sorted_hinge_row(const SortedRows& r, const LossParams& p, int
     const double cd = dis_factor(p, r.n_dis[t], r.n_sim[t]), cs = sim_factor(p, r.n_dis[t], r.n_sim[t]);
     const double inv_km1 = 1.0 / double(K - 1);
     const int64_t m = start[c + 1] - start[c];
-    const double centred = x_k - range_sum(cum1, start[c], start[c + 1]) / double(m);
-    l += cs * double(m) * centred * centred;
-    g += cs * 2.0 * double(m) * centred;
+    const PairTerm<double> sim = similar_group_share(m, x_k - range_sum(cum1, start[c], start[c + 1]) / double(m));
+    l += cs * sim.loss;
+    g += cs * sim.dloss;
     const int64_t groups = r.ngroups[t] < r.gcap ? r.ngroups[t] : r.gcap;
     for (int64_t c2 = 0; c2 < groups; ++c2) {
       if (c2 == c) continue;
