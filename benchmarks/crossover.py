@@ -92,7 +92,7 @@ def main(argv):
     if argv and argv[0] == "--mining":
         mining([int(a) for a in argv[1:]] or [64, 128, 256, 512, 724, 1024, 1448, 2048])
     else:
-        sorted_pairs([int(a) for a in argv] or [96, 128, 192, 256, 320, 384, 512])
+        sorted_pairs([int(a) for a in argv] or [256, 384, 512, 576, 640, 768])
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ namespace spinerank {
 // direct pair loop, which is faster there. The logistic pair function always
 // takes the direct loop: it has no closed form over a run of partners.
 // Measured on the project's 2-core Xeon, one thread, T = 11, K = 3..5
-// (benchmarks/crossover.py): the direct loop took 0.83x the sorted path's time
-// at n = 256, 0.99x at 384, 1.16x at 512.
-constexpr int64_t kSortedPairsMinN = 384;
+// (benchmarks/crossover.py, 2026-12-07, the sorted path on sorted_hinge_row):
+// the direct loop took 0.74x the sorted path's time at n = 384, 0.93x at 512,
+// 1.04x at 576, 1.23x at 768.
+constexpr int64_t kSortedPairsMinN = 576;
 
 // Mining, CPU: tasks with at most mining_table_max_pairs() pairs write every
 // pair's hardness to a table and select from it (fast, O(P) memory); larger
