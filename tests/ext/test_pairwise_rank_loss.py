@@ -807,7 +807,7 @@ class TestSortedPath:
 
     def test_threshold_op_sets_and_returns_the_previous_value(self):
         default = ops._sorted_pairs_min_n(-1)
-        assert default == 384
+        assert default == 576  # kSortedPairsMinN, csrc/loss/tuning.h
         assert ops._sorted_pairs_min_n(7) == default
         assert ops._sorted_pairs_min_n(-1) == 7
         assert ops._sorted_pairs_min_n(default) == 7
@@ -871,8 +871,9 @@ class TestSortedPath:
             assert torch.equal(a, b)
 
     def test_the_default_threshold_splits_tasks_by_their_valid_samples(self):
-        # Task 0 has 450 valid samples (sorted path), task 1 only 100 (direct path).
-        scores, grades = make_batch(450, (4, 4), seed=7, missing=0.0)
+        # Task 0 has 640 valid samples (sorted path, kSortedPairsMinN = 576), task 1
+        # only 100 (direct path).
+        scores, grades = make_batch(640, (4, 4), seed=7, missing=0.0)
         grades[100:, 1] = -1
         default = summed_loss_and_grad(se.pairwise_rank_loss, scores, grades, (4, 4), task_reduction="none")
         with path(SORTED):
