@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from spinerank_ext import _validate
-from spinerank_ext.reference.loss import _check_values
 
 __all__ = ["host_pairs", "host_pairs_loss"]
 
@@ -34,7 +33,7 @@ def host_pairs(scores, grades, num_grades, *, margin_base=0.5, margin_scale=1.5,
     _validate.mining(max_pairs, hard_fraction)
     _validate.generator(generator)
     grades = _validate.grades_for_kernel(grades, ks)
-    _check_values(scores, grades, ks)
+    _validate.values(scores, grades, ks)
     if isinstance(generator, int):
         generator = torch.Generator().manual_seed(generator)
     kept = []

@@ -1,7 +1,15 @@
-"""Argument checks shared by the public API and the fake (meta) kernels.
+"""The Python layer of the argument checks: the public API, the fake (meta)
+kernels and the plain-PyTorch references.
 
-The C++ kernels check again (they can be called directly through torch.ops) and
-also check what needs the data: finite scores and grades below K.
+Two layers check each op's arguments. These checks run first, before any
+kernel, so that a bad call fails early with a message that names the argument
+and what came, also under torch.compile and torch.export (the fake kernels
+call them). The C++ checks (csrc/loss/args.h, csrc/loss/check_values.h,
+csrc/augment/args.h) are the last line: the ops can be called directly through
+torch.ops, and only the kernels see the data of a call (finite scores, grades
+below K), except for the references, which check it here (`values`). Both
+layers name the same problem with the same key phrase, "<what must hold>, got
+<what came>"; tests assert that phrase on each layer, not identical text.
 
 Limits: 2 <= K <= MAX_NUM_GRADES (2^31 - 1), 1 <= max_pairs <= 2^63 - 1, an
 int generator seed within int64; the batch size B <= 2^31 - 1 (C++).
@@ -148,8 +156,22 @@ def grades_for_kernel(grades: torch.Tensor, num_grades) -> torch.Tensor:
     return grades.long()
 
 
+def values(scores: torch.Tensor, grades: torch.Tensor, num_grades) -> None:
+    """The data checks of the kernels (csrc/loss/check_values.h), for the paths
+    that never reach them: grades below K, finite scores where a grade is given."""
+    too_large = grades >= torch.tensor(num_grades, device=grades.device)
+    if too_large.any():
+        b, t = (int(v) for v in too_large.nonzero()[0])
+        raise ValueError(f"grade {int(grades[b, t])} at row {b}, task {t} is out of range: task {t} has "
+                         f"K = {num_grades[t]} grades (0..{num_grades[t] - 1}; negative = missing)")
+    bad = ~torch.isfinite(scores) & (grades >= 0)
+    if bad.any():
+        b, t = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(f"scores must be finite: got {float(scores[b, t])} at row {b}, task {t}")
+
+
 # ---------------------------------------------------------------------------
-# tta_views and augment. Messages match csrc/augment/args.h word for word.
+# tta_views and augment (their C++ layer: csrc/augment/args.h).
 
 MAX_TTA_LIST_SIZE = 64  # kMaxTtaListSize in csrc/augment/tta_math.h
 MAX_SHIFT = 2**40  # kMaxShift in csrc/augment/args.h

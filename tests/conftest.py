@@ -211,3 +211,15 @@ def crop_world(image):
     lps = (ras[:, :3] @ LPS_TO_RAS.T).reshape(*image.shape, 3)
     axes = [LPS_TO_RAS @ image.affine[:3, m] / np.linalg.norm(image.affine[:3, m]) for m in range(3)]
     return lps, axes
+
+
+def key_phrase(pattern):
+    """The part of an expected error message (a regex) that every layer must say.
+
+    The public API's checks run first (spinerank_ext/_validate.py, also in the
+    fake kernels) and their full message is what users see; the C++ checks of
+    the op are the last line, for calls through torch.ops, and must name the
+    same problem. Messages read "<what must hold>, got <what came>": the key
+    phrase is the first part, since each layer prints values its own way.
+    """
+    return pattern.split(", got", 1)[0]

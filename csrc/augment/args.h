@@ -1,6 +1,7 @@
 // Argument checks of tta_views and augment, shared by the CPU and CUDA entry
-// points. The messages match spinerank_ext/_validate.py word for word, so a
-// caller sees the same error whichever layer catches it.
+// points: the last line, for calls through torch.ops. The public API and the
+// fake kernels check first (spinerank_ext/_validate.py); both layers name a
+// problem with the same key phrase ("<what must hold>, got <what came>").
 #pragma once
 
 #include <ATen/core/Tensor.h>

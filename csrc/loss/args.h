@@ -1,6 +1,8 @@
 // Argument checks and parsing of the pairwise_rank_loss op family, shared by the
-// CPU and CUDA entry points. Value checks that need the data (finite scores,
-// grade range) are done by each backend.
+// CPU and CUDA entry points: the last line, for calls through torch.ops. The
+// public API and the fake kernels check first (spinerank_ext/_validate.py),
+// with the same key phrase per problem. Value checks that need the data
+// (finite scores, grade range) are done by each backend (check_values.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -27,21 +27,6 @@ def _all_pairs(B: int, device):
     return i, j
 
 
-def _check_values(scores, grades, num_grades):
-    K = torch.tensor(num_grades, device=grades.device)
-    too_large = grades >= K
-    if too_large.any():
-        b, t = (int(v) for v in too_large.nonzero()[0])
-        raise ValueError(
-            f"grade {int(grades[b, t])} at row {b}, task {t} is out of range: "
-            f"task {t} has K = {num_grades[t]} grades"
-        )
-    bad = ~torch.isfinite(scores) & (grades >= 0)
-    if bad.any():
-        b, t = (int(v) for v in bad.nonzero()[0])
-        raise ValueError(f"scores must be finite: got {float(scores[b, t])} at row {b}, task {t}")
-
-
 def _hardness(delta, d, g, margin_base, margin_scale):
     """m - r*delta for ordinal pairs, |delta| for similar pairs (larger = harder)."""
     margin = margin_base + margin_scale * g
@@ -66,7 +51,7 @@ def mined_pairs(scores, grades, num_grades, *, margin_base=0.5, margin_scale=1.5
     if max_pairs is None:
         raise ValueError("mined_pairs needs max_pairs")
     grades = _validate.grades_for_kernel(grades, ks)
-    _check_values(scores, grades, ks)
+    _validate.values(scores, grades, ks)
     i, j = _all_pairs(B, scores.device)
     out = torch.full((T, max_pairs, 2), -1, dtype=torch.long, device=scores.device)
     k_hard = min(max_pairs, math.floor(max_pairs * hard_fraction))
@@ -120,7 +105,7 @@ def pairwise_rank_loss(scores, grades, num_grades, *, scale=10.0, margin_base=0.
     B, T = scores.shape
     ks = _validate.num_grades_tuple(num_grades, T)
     grades = _validate.grades_for_kernel(grades, ks).long()
-    _check_values(scores, grades, ks)
+    _validate.values(scores, grades, ks)
 
     i, j = _all_pairs(B, scores.device)  # (P,)
     delta = scores[i] - scores[j]  # (P, T)
