@@ -32,6 +32,27 @@ inline void sorted_rows_loop(const SortedRows& rows, const LossParams& p) {
     for (int64_t k = 0; k < rows.B; ++k) sorted_hinge_row(rows, p, t, k);
 }
 
+// The op's (loss, pair_grad, counts) from the rows' per-position loss shares l
+// and gradients g (T, B, in sorted order perm): a task with bad values is NaN.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> sorted_rows_result(
+    const at::Tensor& scores, TaskReduction reduction, const at::Tensor& l, const at::Tensor& g,
+    const at::Tensor& perm, const at::Tensor& bad_task, const at::Tensor& n, const at::Tensor& n_dis,
+    const at::Tensor& n_sim) {
+  const int64_t B = scores.size(0), T = scores.size(1);
+  const auto f64 = scores.options().dtype(at::kDouble);
+  const at::Tensor nan = at::full({}, std::numeric_limits<double>::quiet_NaN(), f64);
+  const at::Tensor task_loss = at::where(bad_task, nan, l.sum(1));  // (T,)
+  const at::Tensor has_pairs = n.ge(2);
+  const at::Tensor factor = reduction == TaskReduction::Mean
+                                ? 1.0 / has_pairs.sum().clamp_min(1).to(at::kDouble)
+                                : at::ones({}, f64);
+  at::Tensor grad = at::zeros({T, B}, f64).scatter_(1, perm, g * factor);
+  grad = at::where(bad_task.unsqueeze(1), nan, grad);
+  at::Tensor loss = reduction == TaskReduction::None ? task_loss : task_loss.sum() * factor;
+  return {loss.to(scores.scalar_type()), grad.t().to(scores.scalar_type()).contiguous(),
+          at::stack({n_dis, n_sim}, 1).contiguous()};
+}
+
 // (loss, pair_grad, counts) as the pairwise_rank_loss kernels return them
 // (all pairs, squared hinge).
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> sorted_hinge_loss_generic(
@@ -46,7 +67,6 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> sorted_hinge_loss_generic(
   const auto dev = scores.device();
   const auto f64 = scores.options().dtype(at::kDouble);
   const auto i64 = scores.options().dtype(at::kLong);
-  const double nan = std::numeric_limits<double>::quiet_NaN();
   const int64_t missing_key = std::numeric_limits<int64_t>::max();
 
   // K_t on the device without a host-to-device copy: one fill per distinct K.
@@ -106,16 +126,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> sorted_hinge_loss_generic(
     launch(rows, p);
   }
   const at::Tensor bad_task = bad.ne(0).any(1).logical_or(bad_grade);
-  const at::Tensor task_loss = at::where(bad_task, at::full({}, nan, f64), l.sum(1));  // (T,)
-  const at::Tensor has_pairs = n.ge(2);
-  const at::Tensor factor = reduction == TaskReduction::Mean
-                                ? 1.0 / has_pairs.sum().clamp_min(1).to(at::kDouble)
-                                : at::ones({}, f64);
-  at::Tensor grad = at::zeros({T, B}, f64).scatter_(1, perm, g * factor);
-  grad = at::where(bad_task.unsqueeze(1), at::full({}, nan, f64), grad);
-  at::Tensor loss = reduction == TaskReduction::None ? task_loss : task_loss.sum() * factor;
-  return {loss.to(scores.scalar_type()), grad.t().to(scores.scalar_type()).contiguous(),
-          at::stack({n_dis, n_sim}, 1).contiguous()};
+  return sorted_rows_result(scores, reduction, l, g, perm, bad_task, n, n_dis, n_sim);
 }
 
 }  // namespace spinerank
