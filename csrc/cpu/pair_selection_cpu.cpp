@@ -87,8 +87,7 @@ std::vector<int64_t> hardest_pairs(const LossParams& p, const TaskSamples& ts, i
   const std::vector<int>& position = gg.pos;
   std::vector<int> next(start.begin(), start.end() - 1);  // per group: first member past a
   HardestK best(k);
-  // The hardness of a run of partners b of a, with the bits of mining_hardness:
-  // r * delta is exact for r = +-1, and m - x equals add_rn(m, -x).
+  // The hardness of a run of partners b of a, with the bits of mining_hardness.
   constexpr int kChunk = 64;
   auto scan = [&](int a, int lo, int hi, auto hardness) {
     const int64_t row = pair_row_offset(n, a) - a - 1;  // + b: the index of pair (a, b)
@@ -114,10 +113,10 @@ std::vector<int64_t> hardest_pairs(const LossParams& p, const TaskSamples& ts, i
       if (lo == start[c + 1]) continue;
       const int d = ts.y[a] - gg.grade[c];
       if (d == 0) {
-        scan(a, lo, start[c + 1], [sa](double sb) { return std::fabs(sa - sb); });
+        scan(a, lo, start[c + 1], [sa](double sb) { return similar_hardness(sa - sb); });
       } else {
         const double m = mining_margin(p, d, inv_km1), r = d > 0 ? 1.0 : -1.0;
-        scan(a, lo, start[c + 1], [sa, m, r](double sb) { return m - r * (sa - sb); });
+        scan(a, lo, start[c + 1], [sa, m, r](double sb) { return ordinal_hardness(m, r, sa - sb); });
       }
     }
   }
@@ -153,10 +152,10 @@ TableScratch& table_scratch(int64_t P) {
 
 // hard[q]: the hardness of pair q, with the bits of mining_hardness (as in
 // hardest_pairs), branch-free so that the loop over b vectorises: with
-// c = y_a, h = max(lin[c][b] - sgn[c][b] * delta, same[c][b] + delta).
-// The first term is m - r * delta for ordinal pairs (r * delta is exact for
-// r = +-1) and -delta for similar ones; the second is delta for similar
-// pairs and -inf otherwise. So h = |delta| or m - r * delta.
+// c = y_a, h = max(ordinal_hardness(lin[c][b], sgn[c][b], delta), same[c][b] + delta).
+// The first term is m - r * delta for ordinal pairs and -delta for similar
+// ones (lin = 0, sgn = 1); the second is delta for similar pairs and -inf
+// otherwise. So h = |delta| or m - r * delta.
 void fill_hardness_table(const LossParams& p, const TaskSamples& ts, int K, double* hard) {
   const int n = ts.n();
   const double inv_km1 = 1.0 / double(K - 1);
@@ -186,7 +185,7 @@ void fill_hardness_table(const LossParams& p, const TaskSamples& ts, int K, doub
     double* __restrict out = h - (a + 1);
     for (int b = a + 1; b < n; ++b) {
       const double delta = sa - s[b];
-      const double ordinal = m[b] - r[b] * delta, similar = z[b] + delta;
+      const double ordinal = ordinal_hardness(m[b], r[b], delta), similar = z[b] + delta;
       out[b] = ordinal < similar ? similar : ordinal;
     }
     h += n - a - 1;

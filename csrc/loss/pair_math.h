@@ -197,12 +197,17 @@ SPINERANK_HD double mining_margin(const LossParams& p, int d, double inv_km1) {
   const double g = mul_rn(double(d < 0 ? -d : d), inv_km1);
   return add_rn(p.margin_base, mul_rn(p.margin_scale, g));
 }
+// The two kinds once known, for loops that hoist the margin and the sign
+// r = +-1 (r * delta is exact, so every form rounds alike).
+SPINERANK_HD double ordinal_hardness(double margin, double r, double delta) {
+  return add_rn(margin, -(r * delta));
+}
+SPINERANK_HD double similar_hardness(double delta) { return fabs(delta); }
 SPINERANK_HD double mining_hardness(const LossParams& p, double s_i, double s_j, int d,
                                     double inv_km1) {
   const double delta = add_rn(s_i, -s_j);
-  if (d == 0) return fabs(delta);
-  const double rdelta = d > 0 ? delta : -delta;
-  return add_rn(mining_margin(p, d, inv_km1), -rdelta);
+  if (d == 0) return similar_hardness(delta);
+  return ordinal_hardness(mining_margin(p, d, inv_km1), d > 0 ? 1.0 : -1.0, delta);
 }
 
 // The pair of index q (lexicographic order over n samples) as (a, b), a < b.
