@@ -21,8 +21,8 @@ import torch  # noqa: E402
 TASK_KS = (5, 4, 4, 3, 4, 4, 4, 4, 4, 4, 4)
 
 # ---------------------------------------------------------------------------
-# CUDA tests: each op's file under tests/ext/ has a TestCuda class carrying
-# CUDA_TESTS. SPINERANK_TEST_CUDA_AS=cpu runs them with "cpu" in place of
+# CUDA tests: each op's tests under tests/ext/ (its file, or its folder's
+# test_cuda.py) have a TestCuda class carrying CUDA_TESTS. SPINERANK_TEST_CUDA_AS=cpu runs them with "cpu" in place of
 # "cuda": the comparisons are then trivial, but the tests themselves are
 # exercised without a GPU (CI: SPINERANK_TEST_CUDA_AS=cpu pytest tests/ext -m cuda).
 
@@ -80,9 +80,23 @@ def fused_loss_and_grad(scores, grades, ks, **kw):
     return loss.detach(), g, counts
 
 
+def op_args(scores, grades, ks, *, max_pairs=-1, seed=None, pair_fn="squared_hinge", reduction="mean"):
+    """The arguments of a direct torch.ops.spinerank_ext.pairwise_rank_loss call with
+    the default loss parameters (tests/ext/pairwise_rank_loss/: registration, sorted pairs)."""
+    return (scores, grades, list(ks), 10.0, 0.5, 1.5, 1.0, 0.25, True, pair_fn, 1.0, max_pairs, 0.7,
+            reduction, seed)
+
+
+def spread_scores(B, T, seed):
+    # Distinct, well-separated scores keep finite differences away from the
+    # hinge's kink and from changes of the mined set.
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randperm(B * T, generator=g).reshape(B, T).double() * 0.37 + torch.rand(B, T, generator=g, dtype=torch.float64) * 0.05)
+
+
 def published(scores, grades, ks, kind, scale=10.0, sigma=2.0, margin=2.0, c2=0.25):
     """The published RankNet ("ranknet") or DeepRankSVM ("deeprank") loss, pair by pair
-    (tests/ext/test_pairwise_rank_loss.py: pair_normalization; tests/app/test_methods.py)."""
+    (tests/ext/pairwise_rank_loss/test_pair_normalization.py; tests/app/test_methods.py)."""
     B, T = scores.shape
     per_task = []
     for t in range(T):
