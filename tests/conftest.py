@@ -179,6 +179,25 @@ def tiny_config(data, out, **overrides):
     return config_lib.resolve("paper", None, **settings)
 
 
+def write_latent(folder, seed=0):
+    """latent.csv beside a write_cohort folder's labels.csv: a hidden severity per
+    disc and task, like a synthetic cohort's. Returns the folder."""
+    import csv
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    with open(folder / "labels.csv") as f:
+        rows = list(csv.DictReader(f))
+    names = list(rows[0])[5:]
+    with open(folder / "latent.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["ivd_id", *names])
+        for ivd in sorted({r["ivd_id"] for r in rows}):
+            writer.writerow([ivd, *np.round(rng.uniform(0, 3, len(names)), 3)])
+    return folder
+
+
 def whole_and_resumed(cohort, tmp_path, interrupt_after, **settings):
     """Two tiny runs with the same settings: one uninterrupted, one killed after
     ``interrupt_after`` epochs and resumed from last.pt. Returns both trainers."""
@@ -225,3 +244,53 @@ def crop_world(image):
     lps = (ras[:, :3] @ LPS_TO_RAS.T).reshape(*image.shape, 3)
     axes = [LPS_TO_RAS @ image.affine[:3, m] / np.linalg.norm(image.affine[:3, m]) for m in range(3)]
     return lps, axes
+
+
+# ---------------------------------------------------------------------------
+# Evaluation and comparison tests (tests/app/test_evaluate.py, test_compare.py)
+
+#: A test-time grid for the tiny runs' (6, 20, 24) volumes.
+TTA = dict(tta_shifts_h=(-2, 0, 2), tta_shifts_w=(-2, 0, 2), tta_shifts_d=(-1, 0, 1))
+
+
+def describe_figure(fig) -> dict:
+    """What a report figure shows, read from the matplotlib figure itself: its
+    title, per subplot the dashed horizontal lines (y values) and the line
+    labels, the figure legends' texts and the colour bars' labels."""
+    import numpy as np
+
+    axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and ax.axison]  # not the hidden spares
+    dashed = []
+    for ax in axes:
+        ys = []
+        for line in ax.get_lines():
+            y = np.asarray(line.get_ydata(), dtype=float)
+            if line.get_linestyle() == "--" and y.size == 2 and y[0] == y[1] \
+                    and tuple(line.get_xdata()) == (0, 1):  # an axhline
+                ys.append(float(y[0]))
+        dashed.append(ys)
+    return {"title": fig._suptitle.get_text() if fig._suptitle else "",
+            "dashed": dashed,
+            "lines": [[line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
+                      for ax in axes],
+            "legend": [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+            + [t.get_text() for ax in axes if ax.get_legend() for t in ax.get_legend().get_texts()],
+            "colorbars": [ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>"],
+            "texts": [[t.get_text() for t in ax.texts] for ax in axes],
+            "titles": [ax.get_title() for ax in axes]}
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Every report figure saved while the test runs, described (describe_figure) by file name."""
+    from spinerank import report
+
+    seen = {}
+    save = report._save
+
+    def recording(fig, path, dpi):
+        seen[pathlib.Path(path).name] = describe_figure(fig)
+        save(fig, path, dpi)
+
+    monkeypatch.setattr(report, "_save", recording)
+    return seen
