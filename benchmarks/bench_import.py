@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from machine_info import cpu_model
 
-from spinerank.importers import common, geometry, phantom, spider
+from spinerank.importers import common, geometry, spider, spider_phantom
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 #: SPIDER's series (DATASETS.md §1.1): 196 t1, 210 t2, 41 t2_SPACE.
@@ -48,7 +48,7 @@ def main(patients: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         src = tmp / "SPIDER"
-        phantom.write_spider(src, patients=patients, seed=0, in_plane_mm=IN_PLANE_MM)
+        spider_phantom.write_spider(src, patients=patients, seed=0, in_plane_mm=IN_PLANE_MM)
         voxels = series_voxels(src)
         runs = [timed_import(src, tmp / f"out{w}", w) for w in (1, 2)]
     per_series = runs[1]["seconds"] / runs[1]["series"]

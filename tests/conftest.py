@@ -21,8 +21,8 @@ import torch  # noqa: E402
 TASK_KS = (5, 4, 4, 3, 4, 4, 4, 4, 4, 4, 4)
 
 # ---------------------------------------------------------------------------
-# CUDA tests: each op's file under tests/ext/ has a TestCuda class carrying
-# CUDA_TESTS. SPINERANK_TEST_CUDA_AS=cpu runs them with "cpu" in place of
+# CUDA tests: each op's tests under tests/ext/ (its file, or its folder's
+# test_cuda.py) have a TestCuda class carrying CUDA_TESTS. SPINERANK_TEST_CUDA_AS=cpu runs them with "cpu" in place of
 # "cuda": the comparisons are then trivial, but the tests themselves are
 # exercised without a GPU (CI: SPINERANK_TEST_CUDA_AS=cpu pytest tests/ext -m cuda).
 
@@ -80,9 +80,23 @@ def fused_loss_and_grad(scores, grades, ks, **kw):
     return loss.detach(), g, counts
 
 
+def op_args(scores, grades, ks, *, max_pairs=-1, seed=None, pair_fn="squared_hinge", reduction="mean"):
+    """The arguments of a direct torch.ops.spinerank_ext.pairwise_rank_loss call with
+    the default loss parameters (tests/ext/pairwise_rank_loss/: registration, sorted pairs)."""
+    return (scores, grades, list(ks), 10.0, 0.5, 1.5, 1.0, 0.25, True, pair_fn, 1.0, max_pairs, 0.7,
+            reduction, seed)
+
+
+def spread_scores(B, T, seed):
+    # Distinct, well-separated scores keep finite differences away from the
+    # hinge's kink and from changes of the mined set.
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randperm(B * T, generator=g).reshape(B, T).double() * 0.37 + torch.rand(B, T, generator=g, dtype=torch.float64) * 0.05)
+
+
 def published(scores, grades, ks, kind, scale=10.0, sigma=2.0, margin=2.0, c2=0.25):
     """The published RankNet ("ranknet") or DeepRankSVM ("deeprank") loss, pair by pair
-    (tests/ext/test_pairwise_rank_loss.py: pair_normalization; tests/app/test_methods.py)."""
+    (tests/ext/pairwise_rank_loss/test_pair_normalization.py; tests/app/test_methods.py)."""
     B, T = scores.shape
     per_task = []
     for t in range(T):
@@ -165,6 +179,25 @@ def tiny_config(data, out, **overrides):
     return config_lib.resolve("paper", None, **settings)
 
 
+def write_latent(folder, seed=0):
+    """latent.csv beside a write_cohort folder's labels.csv: a hidden severity per
+    disc and task, like a synthetic cohort's. Returns the folder."""
+    import csv
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    with open(folder / "labels.csv") as f:
+        rows = list(csv.DictReader(f))
+    names = list(rows[0])[5:]
+    with open(folder / "latent.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["ivd_id", *names])
+        for ivd in sorted({r["ivd_id"] for r in rows}):
+            writer.writerow([ivd, *np.round(rng.uniform(0, 3, len(names)), 3)])
+    return folder
+
+
 def whole_and_resumed(cohort, tmp_path, interrupt_after, **settings):
     """Two tiny runs with the same settings: one uninterrupted, one killed after
     ``interrupt_after`` epochs and resumed from last.pt. Returns both trainers."""
@@ -211,6 +244,56 @@ def crop_world(image):
     lps = (ras[:, :3] @ LPS_TO_RAS.T).reshape(*image.shape, 3)
     axes = [LPS_TO_RAS @ image.affine[:3, m] / np.linalg.norm(image.affine[:3, m]) for m in range(3)]
     return lps, axes
+
+
+# ---------------------------------------------------------------------------
+# Evaluation and comparison tests (tests/app/test_evaluate.py, test_compare.py)
+
+#: A test-time grid for the tiny runs' (6, 20, 24) volumes.
+TTA = dict(tta_shifts_h=(-2, 0, 2), tta_shifts_w=(-2, 0, 2), tta_shifts_d=(-1, 0, 1))
+
+
+def describe_figure(fig) -> dict:
+    """What a report figure shows, read from the matplotlib figure itself: its
+    title, per subplot the dashed horizontal lines (y values) and the line
+    labels, the figure legends' texts and the colour bars' labels."""
+    import numpy as np
+
+    axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and ax.axison]  # not the hidden spares
+    dashed = []
+    for ax in axes:
+        ys = []
+        for line in ax.get_lines():
+            y = np.asarray(line.get_ydata(), dtype=float)
+            if line.get_linestyle() == "--" and y.size == 2 and y[0] == y[1] \
+                    and tuple(line.get_xdata()) == (0, 1):  # an axhline
+                ys.append(float(y[0]))
+        dashed.append(ys)
+    return {"title": fig._suptitle.get_text() if fig._suptitle else "",
+            "dashed": dashed,
+            "lines": [[line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
+                      for ax in axes],
+            "legend": [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+            + [t.get_text() for ax in axes if ax.get_legend() for t in ax.get_legend().get_texts()],
+            "colorbars": [ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>"],
+            "texts": [[t.get_text() for t in ax.texts] for ax in axes],
+            "titles": [ax.get_title() for ax in axes]}
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Every report figure saved while the test runs, described (describe_figure) by file name."""
+    from spinerank import report
+
+    seen = {}
+    save = report._save
+
+    def recording(fig, path, dpi):
+        seen[pathlib.Path(path).name] = describe_figure(fig)
+        save(fig, path, dpi)
+
+    monkeypatch.setattr(report, "_save", recording)
+    return seen
 
 
 def key_phrase(pattern):

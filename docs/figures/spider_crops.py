@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel  # noqa: E402
 import numpy as np  # noqa: E402
 
-from spinerank.importers import common, geometry, phantom, spider  # noqa: E402
+from spinerank.importers import common, geometry, spider, spider_phantom  # noqa: E402
 
 
 def sagittal_view(scan: geometry.Scan, centre_lps, extent_mm=(330.0, 190.0), spacing=0.5):
@@ -33,7 +33,7 @@ def sagittal_view(scan: geometry.Scan, centre_lps, extent_mm=(330.0, 190.0), spa
 def main(out: pathlib.Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp) / "SPIDER"
-        truth = phantom.write_spider(root, patients=1, seed=3)
+        truth = spider_phantom.write_spider(root, patients=1, seed=3)
         data = pathlib.Path(tmp) / "data"
         spider.import_spider(root, data, workers=1, progress=False)
         stem, series = next((s, v) for s, v in truth["series"].items() if v["seq"] == "t2")

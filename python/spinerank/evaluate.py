@@ -86,17 +86,7 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
     test = calibrate_lib.split_dataset(predictor, "test", sequences, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
 
-    if predictor.method.ranking:
-        saved = calibrate_lib.load_thresholds(run, tasks.names)
-        if saved is None or saved["tta"] != tta or saved.get("sequences") != list(sequences):
-            if summaries(progress):
-                print(f"calibrating thresholds on the validation split ({'with' if tta else 'without'} TTA, "
-                      f"{' and '.join(sequences)} volumes)", flush=True)
-            calibrate_lib.calibrate(run, tta=tta, predictor=predictor, progress=progress, sequences=sequences)
-            saved = calibrate_lib.load_thresholds(run, tasks.names)
-        thresholds = saved["arrays"]
-    else:  # the grade boundaries of the expected-grade score, for the borderline flag and the plots
-        thresholds = [metrics_lib.fixed_thresholds(k, predictor.scale) for k in tasks.num_grades]
+    thresholds = _thresholds(run, predictor, tta, sequences, progress)
     maps = severity_lib.maps_for(thresholds, tasks.num_grades, predictor.scale)  # the identity for the fixed ones
 
     predictions, grades = predictor.predict_dataset(test, tta, progress=progress, desc="test scores")
@@ -108,25 +98,7 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
     hidden = None if latent is None else np.array(
         [latent[r.ivd_id] if r.ivd_id in latent else np.full(len(tasks.names), np.nan) for r in rows],
         dtype=np.float64).reshape(len(rows), len(tasks.names))
-    per_task = {}
-    for t, (name, K) in enumerate(zip(tasks.names, tasks.num_grades)):
-        keep = grades[:, t] >= 0
-        m = metrics_lib.task_metrics(grades[keep, t], predicted[keep, t], predictions.scores[keep, t],
-                                     predictions.probs[t][keep], K)
-        if hidden is not None:
-            ok = keep & np.isfinite(hidden[:, t])
-            m["latent_spearman"] = metrics_lib.latent_spearman(predictions.scores[ok, t], hidden[ok, t],
-                                                               grades[ok, t])
-        per_task[name] = m
-    aggregate = metrics_lib.aggregate(per_task)
-    if latent is not None:
-        aggregate["latent_spearman"] = metrics_lib.aggregate(
-            {n: {"v": m["latent_spearman"]["overall"]} for n, m in per_task.items()}, names=("v",))["v"]
-        within = [v for m in per_task.values() for k, v in m["latent_spearman"].items()
-                  if k != "overall" and math.isfinite(v)]
-        aggregate["latent_spearman_within_grade"] = {"mean": float(np.mean(within)) if within else float("nan"),
-                                                     "std": float(np.std(within)) if within else float("nan"),
-                                                     "tasks": len(per_task)}
+    per_task, aggregate = _metrics(tasks, grades, predicted, predictions, hidden)
     result = {"method": predictor.method.name, "run": str(run), "tta": bool(tta),
               "views": int(predictor.view_flipped.numel()) if tta else 1, "split": "test",
               "sequences": list(sequences), "unit": test.selection.unit, "volumes": int(len(rows)),
@@ -153,6 +125,50 @@ def evaluate(run: str | pathlib.Path, tta: bool = True, out: str | pathlib.Path 
                      predicted=predicted, thresholds=thresholds, tasks=tasks, scale=predictor.scale,
                      severity=severity, config=predictor.config)
     return result
+
+
+def _thresholds(run: pathlib.Path, predictor, tta: bool, sequences, progress: bool) -> list:
+    """Per task, the thresholds that grade the scores: a ranking method's calibrated
+    ones (calibrated again unless RUN/thresholds.json matches ``tta`` and
+    ``sequences``), a classifier's fixed grade boundaries."""
+    tasks = predictor.tasks
+    if predictor.method.ranking:
+        saved = calibrate_lib.load_thresholds(run, tasks.names)
+        if saved is None or saved["tta"] != tta or saved.get("sequences") != list(sequences):
+            if summaries(progress):
+                print(f"calibrating thresholds on the validation split ({'with' if tta else 'without'} TTA, "
+                      f"{' and '.join(sequences)} volumes)", flush=True)
+            calibrate_lib.calibrate(run, tta=tta, predictor=predictor, progress=progress, sequences=sequences)
+            saved = calibrate_lib.load_thresholds(run, tasks.names)
+        return saved["arrays"]
+    # A classifier: the grade boundaries of the expected-grade score, for the borderline flag and the plots.
+    return [metrics_lib.fixed_thresholds(k, predictor.scale) for k in tasks.num_grades]
+
+
+def _metrics(tasks, grades, predicted, predictions, hidden) -> tuple[dict, dict]:
+    """(per-task metrics, their aggregate over tasks), with the Spearman correlation
+    of the scores and the hidden severity where the dataset has latent.csv
+    (``hidden``, else None)."""
+    per_task = {}
+    for t, (name, K) in enumerate(zip(tasks.names, tasks.num_grades)):
+        keep = grades[:, t] >= 0
+        m = metrics_lib.task_metrics(grades[keep, t], predicted[keep, t], predictions.scores[keep, t],
+                                     predictions.probs[t][keep], K)
+        if hidden is not None:
+            ok = keep & np.isfinite(hidden[:, t])
+            m["latent_spearman"] = metrics_lib.latent_spearman(predictions.scores[ok, t], hidden[ok, t],
+                                                               grades[ok, t])
+        per_task[name] = m
+    aggregate = metrics_lib.aggregate(per_task)
+    if hidden is not None:
+        aggregate["latent_spearman"] = metrics_lib.aggregate(
+            {n: {"v": m["latent_spearman"]["overall"]} for n, m in per_task.items()}, names=("v",))["v"]
+        within = [v for m in per_task.values() for k, v in m["latent_spearman"].items()
+                  if k != "overall" and math.isfinite(v)]
+        aggregate["latent_spearman_within_grade"] = {"mean": float(np.mean(within)) if within else float("nan"),
+                                                     "std": float(np.std(within)) if within else float("nan"),
+                                                     "tasks": len(per_task)}
+    return per_task, aggregate
 
 
 def default_out(run: str | pathlib.Path, tta: bool) -> pathlib.Path:

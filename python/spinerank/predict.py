@@ -152,31 +152,8 @@ def predict(checkpoint, inputs, out, tta: bool = False, device: str = "cpu", bat
     bar = progress_bar(total=total, desc="predicting", unit="volume", disable=not progress)
     items = iter(items)
     while True:
-        batch, names, fields, flagged = [], [], [], []
-        for name, info, array in items:
-            bar.update()
-            try:
-                if isinstance(array, Exception):
-                    raise array
-                volume = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # (D, H, W)
-                is_small, refusal = input_size_problem(volume.shape, input_shape)
-                if refusal:
-                    raise ValueError(f"volume {name} (H, W, D) {array.shape} is {refusal}")
-            except ValueError as exc:
-                skipped.append((name, str(exc)))
-                print(f"spinerank: skipped: {exc}", file=sys.stderr)
-                continue
-            if is_small:
-                small.append(name)
-                print(f"spinerank: warning: volume {name} is smaller than the model's input: (D, H, W) "
-                      f"{tuple(volume.shape)} < {input_shape} along some axis; predicted on zero padding, "
-                      "flagged small_input in the CSV", file=sys.stderr)
-            batch.append(fit_to_shape(volume, shape)[None])
-            names.append(name)
-            fields.append([info.get(c, "") for c in extra])
-            flagged.append(is_small)
-            if len(batch) == batch_size:
-                break
+        batch, names, fields, flagged = _next_batch(items, bar, shape, input_shape, extra, batch_size, skipped,
+                                                    small)
         if not batch:
             break
         predictions = predictor(torch.stack(batch), tta)
@@ -195,3 +172,36 @@ def predict(checkpoint, inputs, out, tta: bool = False, device: str = "cpu", bat
 
     atomic_write_text(out, buffer.getvalue())
     return {"predicted": predicted_count, "skipped": skipped, "small": small}
+
+
+def _next_batch(items, bar, shape, input_shape, extra, batch_size, skipped, small):
+    """Up to ``batch_size`` volumes from the iterator ``items``, fitted to ``shape``:
+    (volumes, names, extra fields, small flags). A volume that cannot be read or is
+    far too small goes to ``skipped``, one smaller than the input to ``small``; each
+    is reported on stderr."""
+    batch, names, fields, flagged = [], [], [], []
+    for name, info, array in items:
+        bar.update()
+        try:
+            if isinstance(array, Exception):
+                raise array
+            volume = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # (D, H, W)
+            is_small, refusal = input_size_problem(volume.shape, input_shape)
+            if refusal:
+                raise ValueError(f"volume {name} (H, W, D) {array.shape} is {refusal}")
+        except ValueError as exc:
+            skipped.append((name, str(exc)))
+            print(f"spinerank: skipped: {exc}", file=sys.stderr)
+            continue
+        if is_small:
+            small.append(name)
+            print(f"spinerank: warning: volume {name} is smaller than the model's input: (D, H, W) "
+                  f"{tuple(volume.shape)} < {input_shape} along some axis; predicted on zero padding, "
+                  "flagged small_input in the CSV", file=sys.stderr)
+        batch.append(fit_to_shape(volume, shape)[None])
+        names.append(name)
+        fields.append([info.get(c, "") for c in extra])
+        flagged.append(is_small)
+        if len(batch) == batch_size:
+            break
+    return batch, names, fields, flagged

@@ -1,11 +1,11 @@
-"""Calibration, evaluation, prediction and comparison (issue 6) on a tiny trained run.
+"""Calibration, evaluation and prediction (issue 6) on a tiny trained run.
 
 The metrics are checked against scikit-learn/scipy recomputed from the written
 predictions.csv, TTA against a plain loop over the reference views, thresholds
-against fitting them again on the validation scores."""
+against fitting them again on the validation scores. Comparison and the demo:
+test_compare.py."""
 import csv
 import json
-import pathlib
 import re
 import shutil
 
@@ -16,35 +16,20 @@ from scipy.stats import spearmanr
 from sklearn.metrics import (balanced_accuracy_score, cohen_kappa_score, matthews_corrcoef, recall_score,
                              roc_auc_score)
 
-from conftest import tiny_config, write_cohort
+from conftest import TTA, tiny_config, write_cohort, write_latent
 from spinerank import cli, metrics
 from spinerank import severity as severity_lib
 from spinerank import thresholds as thresholds_lib
 from spinerank.calibrate import calibrate, split_dataset
-from spinerank.compare import compare
 from spinerank.evaluate import evaluate
 from spinerank.inference import Predictor
-from spinerank.predict import predict
 from spinerank.train import Trainer
 from spinerank_ext import reference
-
-TTA = dict(tta_shifts_h=(-2, 0, 2), tta_shifts_w=(-2, 0, 2), tta_shifts_d=(-1, 0, 1))
 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    folder = write_cohort(tmp_path_factory.mktemp("cohort"), subjects=30, seed=3)
-    # A hidden severity per disc and task, like a synthetic cohort's latent.csv.
-    rng = np.random.default_rng(0)
-    with open(folder / "labels.csv") as f:
-        rows = list(csv.DictReader(f))
-    names = list(rows[0])[5:]
-    with open(folder / "latent.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["ivd_id", *names])
-        for ivd in sorted({r["ivd_id"] for r in rows}):
-            writer.writerow([ivd, *np.round(rng.uniform(0, 3, len(names)), 3)])
-    return folder
+    return write_latent(write_cohort(tmp_path_factory.mktemp("cohort"), subjects=30, seed=3))
 
 
 @pytest.fixture(scope="module")
@@ -57,47 +42,6 @@ def run(cohort, tmp_path_factory):
 def read_predictions(path):
     with open(path) as f:
         return list(csv.DictReader(f))
-
-
-def describe_figure(fig) -> dict:
-    """What a report figure shows, read from the matplotlib figure itself: its
-    title, per subplot the dashed horizontal lines (y values) and the line
-    labels, the figure legends' texts and the colour bars' labels."""
-    axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and ax.axison]  # not the hidden spares
-    dashed = []
-    for ax in axes:
-        ys = []
-        for line in ax.get_lines():
-            y = np.asarray(line.get_ydata(), dtype=float)
-            if line.get_linestyle() == "--" and y.size == 2 and y[0] == y[1] \
-                    and tuple(line.get_xdata()) == (0, 1):  # an axhline
-                ys.append(float(y[0]))
-        dashed.append(ys)
-    return {"title": fig._suptitle.get_text() if fig._suptitle else "",
-            "dashed": dashed,
-            "lines": [[line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
-                      for ax in axes],
-            "legend": [t.get_text() for legend in fig.legends for t in legend.get_texts()]
-            + [t.get_text() for ax in axes if ax.get_legend() for t in ax.get_legend().get_texts()],
-            "colorbars": [ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>"],
-            "texts": [[t.get_text() for t in ax.texts] for ax in axes],
-            "titles": [ax.get_title() for ax in axes]}
-
-
-@pytest.fixture
-def figures(monkeypatch):
-    """Every report figure saved while the test runs, described (describe_figure) by file name."""
-    from spinerank import report
-
-    seen = {}
-    save = report._save
-
-    def recording(fig, path, dpi):
-        seen[pathlib.Path(path).name] = describe_figure(fig)
-        save(fig, path, dpi)
-
-    monkeypatch.setattr(report, "_save", recording)
-    return seen
 
 
 def check_severity_columns(rows, name, saved_thresholds, K, scale=10.0):
@@ -152,6 +96,75 @@ def test_calibrate_fits_the_validation_scores(run):
             np.testing.assert_allclose(saved["thresholds"][name], expected, rtol=0, atol=1e-12)
 
 
+def check_task_against_scikit_learn(name, m, rows, saved, latent):
+    """One task's metrics (``m``, of evaluate's result) against scikit-learn and scipy
+    recomputed from the written predictions, and its severity and borderline columns."""
+    K = len(saved["thresholds"][name]) + 1
+    labelled = [r for r in rows if r[f"{name}_true"] != ""]
+    y = np.array([int(r[f"{name}_true"]) for r in labelled])
+    p = np.array([int(r[f"{name}_grade"]) for r in labelled])
+    s = np.array([float(r[f"{name}_score"]) for r in labelled])
+    assert m["n"] == len(y)
+    np.testing.assert_array_equal(p, thresholds_lib.grades_from_scores(s, saved["thresholds"][name]))
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, p))
+    qwk = cohen_kappa_score(y, p, weights="quadratic", labels=list(range(K)))
+    assert m["qwk"] == pytest.approx(qwk, nan_ok=True) or (np.isnan(qwk) and m["qwk"] is None)
+    assert m["mae"] == pytest.approx(np.abs(y - p).mean())
+    assert m["mcc"] == pytest.approx(matthews_corrcoef(y, p))
+    if len(set(y)) > 1:  # a ranking model's class probabilities come from its score (SPEC §9)
+        probs = metrics.score_probabilities(s, K)
+        auc = np.mean([roc_auc_score(y == c, probs[:, c]) for c in sorted(set(y))])
+        assert m["roc_auc"] == pytest.approx(auc, abs=1e-3)
+    assert m["spearman"] == pytest.approx(spearmanr(s, y).statistic, abs=1e-3, nan_ok=True) \
+        or m["spearman"] is None
+    # The severity: the column is the map of the thresholds applied to the score.
+    assert saved["score_scale"] == 10.0
+    score_all, severity_all = check_severity_columns(rows, name, saved["thresholds"][name], K)
+    assert spearmanr(severity_all, score_all).statistic == pytest.approx(1.0)  # one order
+    flags = np.array([int(r[f"{name}_borderline"]) for r in rows], dtype=bool)
+    std = np.array([float(r[f"{name}_std"]) for r in rows])
+    score = np.array([float(r[f"{name}_score"]) for r in rows])
+    gap = np.abs(score[:, None] - np.array(saved["thresholds"][name])[None]).min(1)
+    assert ((gap <= std) == flags).mean() > 0.95  # the CSV rounds to 6 decimals
+    hidden = np.array([float(latent[r["ivd_id"]][name]) for r in labelled])
+    expected = spearmanr(s, hidden).statistic if len(s) >= 3 else np.nan  # nan below 3 discs
+    assert m["latent_spearman"]["overall"] == pytest.approx(expected, abs=1e-3, nan_ok=True) \
+        or (np.isnan(expected) and m["latent_spearman"]["overall"] is None)
+    # Normal (grade 0) vs abnormal: AUC of the score, sensitivity/specificity of the grades.
+    abnormal = y >= 1
+    auc = roc_auc_score(abnormal, s) if 0 < abnormal.sum() < len(y) else np.nan
+    assert m["normal_auc"] == pytest.approx(auc, abs=1e-4, nan_ok=True)
+    sens = recall_score(abnormal, p >= 1) if abnormal.any() else np.nan
+    spec = recall_score(~abnormal, p == 0) if (~abnormal).any() else np.nan
+    assert m["sensitivity"] == pytest.approx(sens, nan_ok=True)
+    assert m["specificity"] == pytest.approx(spec, nan_ok=True)
+    assert len(m["boundary_auc"]) == K - 1
+    for k, got in enumerate(m["boundary_auc"]):
+        positive = y > k
+        want = roc_auc_score(positive, s) if 0 < positive.sum() < len(y) else np.nan
+        assert got == pytest.approx(want, abs=1e-4, nan_ok=True), (name, k)
+
+
+def check_report_figures(figures, result, saved, run):
+    """The report's figures: the fixed boundaries where the thresholds landed, the
+    method and the run in every title, the colour bar, the strip's labels, the counts."""
+    K = [len(saved["thresholds"][n]) + 1 for n in result["tasks"]]
+    scores_plot = figures["scores_by_grade.png"]
+    for t, name in enumerate(result["tasks"]):  # the fixed boundaries where the thresholds landed
+        assert scores_plot["dashed"][t] == pytest.approx(list(severity_lib.boundaries(K[t], 10.0)))
+    assert "grade boundaries (calibrated thresholds)" in scores_plot["legend"]
+    for name in ("scores_by_grade.png", "severity_strip.png", "confusion.png", "training_curves.png"):
+        assert figures[name]["title"].startswith(f"spinerank — run {run.parent.name}/{run.name}"), name
+    assert figures["confusion.png"]["colorbars"] == ["fraction of the true grade's discs"]
+    assert "evenly spaced quantiles of severity" in figures["severity_strip.png"]["title"]
+    strip_labels = [t for t in figures["severity_strip.png"]["titles"] if t]
+    assert strip_labels and all(re.fullmatch(r"\d+\.\d \(g\d\)", label) for label in strip_labels)
+    assert "every image a T2 volume" in figures["severity_strip.png"]["title"]
+    for t, (name, m) in enumerate(result["tasks"].items()):  # counts in the cells
+        cells = figures["confusion.png"]["texts"][t]
+        assert len(cells) == K[t] ** 2 and sum(int(c) for c in cells) == m["n"]
+
+
 @pytest.mark.parametrize("tta", [False, True])
 def test_evaluate_metrics_agree_with_scikit_learn_on_the_written_predictions(run, cohort, tta, figures):
     result = evaluate(run, tta=tta, progress=False)
@@ -164,51 +177,8 @@ def test_evaluate_metrics_agree_with_scikit_learn_on_the_written_predictions(run
     rows = read_predictions(out / "predictions.csv")
     assert len(rows) == result["volumes"] > 0
     latent = {r["ivd_id"]: r for r in csv.DictReader(open(cohort / "latent.csv"))}
-    for t, (name, m) in enumerate(result["tasks"].items()):
-        K = len(saved["thresholds"][name]) + 1
-        labelled = [r for r in rows if r[f"{name}_true"] != ""]
-        y = np.array([int(r[f"{name}_true"]) for r in labelled])
-        p = np.array([int(r[f"{name}_grade"]) for r in labelled])
-        s = np.array([float(r[f"{name}_score"]) for r in labelled])
-        assert m["n"] == len(y)
-        np.testing.assert_array_equal(p, thresholds_lib.grades_from_scores(s, saved["thresholds"][name]))
-        assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, p))
-        qwk = cohen_kappa_score(y, p, weights="quadratic", labels=list(range(K)))
-        assert m["qwk"] == pytest.approx(qwk, nan_ok=True) or (np.isnan(qwk) and m["qwk"] is None)
-        assert m["mae"] == pytest.approx(np.abs(y - p).mean())
-        assert m["mcc"] == pytest.approx(matthews_corrcoef(y, p))
-        if len(set(y)) > 1:  # a ranking model's class probabilities come from its score (SPEC §9)
-            probs = metrics.score_probabilities(s, K)
-            auc = np.mean([roc_auc_score(y == c, probs[:, c]) for c in sorted(set(y))])
-            assert m["roc_auc"] == pytest.approx(auc, abs=1e-3)
-        assert m["spearman"] == pytest.approx(spearmanr(s, y).statistic, abs=1e-3, nan_ok=True) \
-            or m["spearman"] is None
-        # The severity: the column is the map of the thresholds applied to the score.
-        assert saved["score_scale"] == 10.0
-        score_all, severity_all = check_severity_columns(rows, name, saved["thresholds"][name], K)
-        assert spearmanr(severity_all, score_all).statistic == pytest.approx(1.0)  # one order
-        flags = np.array([int(r[f"{name}_borderline"]) for r in rows], dtype=bool)
-        std = np.array([float(r[f"{name}_std"]) for r in rows])
-        score = np.array([float(r[f"{name}_score"]) for r in rows])
-        gap = np.abs(score[:, None] - np.array(saved["thresholds"][name])[None]).min(1)
-        assert ((gap <= std) == flags).mean() > 0.95  # the CSV rounds to 6 decimals
-        hidden = np.array([float(latent[r["ivd_id"]][name]) for r in labelled])
-        expected = spearmanr(s, hidden).statistic if len(s) >= 3 else np.nan  # nan below 3 discs
-        assert m["latent_spearman"]["overall"] == pytest.approx(expected, abs=1e-3, nan_ok=True) \
-            or (np.isnan(expected) and m["latent_spearman"]["overall"] is None)
-        # Normal (grade 0) vs abnormal: AUC of the score, sensitivity/specificity of the grades.
-        abnormal = y >= 1
-        auc = roc_auc_score(abnormal, s) if 0 < abnormal.sum() < len(y) else np.nan
-        assert m["normal_auc"] == pytest.approx(auc, abs=1e-4, nan_ok=True)
-        sens = recall_score(abnormal, p >= 1) if abnormal.any() else np.nan
-        spec = recall_score(~abnormal, p == 0) if (~abnormal).any() else np.nan
-        assert m["sensitivity"] == pytest.approx(sens, nan_ok=True)
-        assert m["specificity"] == pytest.approx(spec, nan_ok=True)
-        assert len(m["boundary_auc"]) == K - 1
-        for k, got in enumerate(m["boundary_auc"]):
-            positive = y > k
-            want = roc_auc_score(positive, s) if 0 < positive.sum() < len(y) else np.nan
-            assert got == pytest.approx(want, abs=1e-4, nan_ok=True), (name, k)
+    for name, m in result["tasks"].items():
+        check_task_against_scikit_learn(name, m, rows, saved, latent)
     assert set(result["aggregate"]) >= {"balanced_accuracy", "roc_auc", "qwk", "mae", "mcc", "latent_spearman",
                                         "normal_auc", "sensitivity", "specificity", "boundary_auc_mean"}
     # Per disc on its T2 volume (as published): one row per disc of the test split, each a T2 volume.
@@ -227,21 +197,7 @@ def test_evaluate_metrics_agree_with_scikit_learn_on_the_written_predictions(run
                     "evenly spaced quantiles of severity", "*Confusion matrices.*", "*Training curves.*",
                     "calibrated thresholds land on the fixed boundaries (k − ½)·10/(K − 1)"):
         assert caption in report, caption
-    K = [len(saved["thresholds"][n]) + 1 for n in result["tasks"]]
-    scores_plot = figures["scores_by_grade.png"]
-    for t, name in enumerate(result["tasks"]):  # the fixed boundaries where the thresholds landed
-        assert scores_plot["dashed"][t] == pytest.approx(list(severity_lib.boundaries(K[t], 10.0)))
-    assert "grade boundaries (calibrated thresholds)" in scores_plot["legend"]
-    for name in ("scores_by_grade.png", "severity_strip.png", "confusion.png", "training_curves.png"):
-        assert figures[name]["title"].startswith(f"spinerank — run {run.parent.name}/{run.name}"), name
-    assert figures["confusion.png"]["colorbars"] == ["fraction of the true grade's discs"]
-    assert "evenly spaced quantiles of severity" in figures["severity_strip.png"]["title"]
-    strip_labels = [t for t in figures["severity_strip.png"]["titles"] if t]
-    assert strip_labels and all(re.fullmatch(r"\d+\.\d \(g\d\)", label) for label in strip_labels)
-    assert "every image a T2 volume" in figures["severity_strip.png"]["title"]
-    for t, (name, m) in enumerate(result["tasks"].items()):  # counts in the cells
-        cells = figures["confusion.png"]["texts"][t]
-        assert len(cells) == K[t] ** 2 and sum(int(c) for c in cells) == m["n"]
+    check_report_figures(figures, result, saved, run)
 
 
 def test_sequences_choose_the_volumes_and_the_thresholds_follow(run, cohort, tmp_path, capsys, figures):
@@ -360,91 +316,6 @@ def test_predict_with_no_readable_file_fails(run, tmp_path, capsys):
     assert code == 2 and "no volume could be read" in capsys.readouterr().err
 
 
-def test_compare_reuses_phase1_and_tabulates_every_metric(cohort, tmp_path, capsys, figures):
-    overrides = dict(width=4, volume_shape=(6, 20, 24), input_shape=(4, 16, 20), batch_size=8, epochs_phase1=1,
-                     epochs_phase2=1, patience=5, min_epochs=1, aug_shift_h=2, aug_shift_w=2, aug_slice_shift=1,
-                     **TTA)
-    summary = compare(str(cohort), str(tmp_path / "cmp"), methods=("ce", "spinerank"), progress=False, tta=False,
-                      **overrides)
-    assert set(summary["methods"]) == {"ce", "spinerank"}
-    for method, table in summary["methods"].items():
-        assert set(table) == {"balanced_accuracy", "roc_auc", "qwk", "mae", "mcc", "latent_spearman",
-                              "latent_spearman_within_grade"}, method
-    saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
-    assert saved["methods"].keys() == summary["methods"].keys()
-    assert "| spinerank |" in (tmp_path / "cmp" / "comparison.md").read_text()
-    assert summary["unit"] == "discs (T2 volume)" and summary["sequences"] == ["T2"]
-    assert f"Test split: {summary['volumes']} discs (T2 volume) (`n` counts discs (T2 volume))" \
-        in (tmp_path / "cmp" / "comparison.md").read_text()
-    ce = torch.load(tmp_path / "cmp" / "ce" / "best_phase1.pt", weights_only=False)["model"]
-    sr = torch.load(tmp_path / "cmp" / "spinerank" / "best_phase1.pt", weights_only=False)["model"]
-    assert all(torch.equal(ce[k], sr[k]) for k in ce)  # phase 2 started from the CE run's phase 1
-    # The ranking run's training curves draw the CE run's phase 1 (dashed, named) before its own phase 2.
-    report = (tmp_path / "cmp" / "spinerank" / "eval-no-tta" / "report.md").read_text()
-    assert "phase 2 started from the phase-1 model of ../ce" in report
-    assert (tmp_path / "cmp" / "spinerank" / "eval-no-tta" / "training_curves.png").stat().st_size > 0
-    curves = figures["training_curves.png"]  # the last one saved: spinerank's
-    assert curves["title"].startswith("spinerank — run cmp/spinerank")
-    assert curves["lines"][1] == ["phase 1 (from ../ce)", "phase 2"]
-    assert curves["legend"][0].startswith("phase 1 (from ../ce)")
-    # Run again: nothing is retrained.
-    compare(str(cohort), str(tmp_path / "cmp"), methods=("ce", "spinerank"), progress=True, tta=False, **overrides)
-    assert capsys.readouterr().out.count("trained before") == 2
-
-
-def test_compare_over_seeds_pools_paired_differences(cohort, tmp_path, capsys):
-    from spinerank.bootstrap import load_outcome
-
-    overrides = dict(width=4, volume_shape=(6, 20, 24), input_shape=(4, 16, 20), batch_size=8, epochs_phase1=1,
-                     epochs_phase2=2, patience=5, min_epochs=1, aug_shift_h=2, aug_shift_w=2, aug_slice_shift=1,
-                     **TTA)
-    out = tmp_path / "cmp"
-    summary = compare(str(cohort), str(out), methods=("ce", "spinerank"), progress=False, tta=False, seeds=[0, 1],
-                      **overrides)
-    evaluations = {(s, m): json.loads((out / f"seed-{s}" / m / "eval-no-tta" / "metrics.json").read_text())
-                   for s in (0, 1) for m in ("ce", "spinerank")}
-    assert json.loads((out / "seed-1" / "spinerank" / "config.json").read_text())["seed"] == 1
-    # One shared phase 1 per seed: each seed's SpineRankNet starts from that seed's CE phase 1.
-    for s in (0, 1):
-        ce = torch.load(out / f"seed-{s}" / "ce" / "best_phase1.pt", weights_only=False)["model"]
-        sr = torch.load(out / f"seed-{s}" / "spinerank" / "best_phase1.pt", weights_only=False)["model"]
-        assert all(torch.equal(ce[k], sr[k]) for k in ce)
-    # The table: mean and std over seeds of each run's task-mean.
-    for m in ("ce", "spinerank"):
-        per_seed = [evaluations[(s, m)]["aggregate"]["qwk"]["mean"] for s in (0, 1)]
-        assert summary["methods"][m]["qwk"]["mean"] == pytest.approx(np.mean(per_seed))
-        assert summary["methods"][m]["qwk"]["std"] == pytest.approx(np.std(per_seed))
-        assert summary["tasks"][m]["Pfirrmann"]["mae"] == [evaluations[(s, m)]["tasks"]["Pfirrmann"]["mae"]
-                                                           for s in (0, 1)]
-    # The paired point estimates are the differences of the evaluations' own values, averaged over seeds.
-    paired = summary["paired"]["methods"]["spinerank"]["mean"]
-    for key in ("qwk", "mae", "balanced_accuracy", "roc_auc", "latent_spearman_within_grade"):
-        expected = np.mean([evaluations[(s, "spinerank")]["aggregate"][key]["mean"]
-                            - evaluations[(s, "ce")]["aggregate"][key]["mean"] for s in (0, 1)])
-        assert paired[key]["diff"] == pytest.approx(expected, abs=1e-9), key
-        low, high = paired[key]["ci"]
-        assert low <= high
-    outcome = load_outcome(out / "seed-0" / "ce" / "eval-no-tta" / "outcome.npz")
-    assert outcome.grades.shape == (summary["volumes"], len(summary["tasks"]["ce"]))
-    text = (out / "comparison.md").read_text()
-    assert text.index("## Against ce: paired differences") < text.index("## Each method: mean ± std over seeds")
-    assert "95 % paired-bootstrap interval" in text and "(seed-1/comparison.md)" in text
-    assert (out / "comparison.png").stat().st_size > 10_000
-    assert "## Against ce" in (out / "seed-0" / "comparison.md").read_text()
-    # Run again: nothing is retrained, the same tables come out.
-    first = json.loads((out / "comparison.json").read_text())
-    compare(str(cohort), str(out), methods=("ce", "spinerank"), progress=True, tta=False, seeds=[0, 1], **overrides)
-    assert capsys.readouterr().out.count("trained before") == 4
-    again = json.loads((out / "comparison.json").read_text())
-    assert again["paired"] == first["paired"] and again["methods"] == first["methods"]
-
-
-def test_compare_cli_refuses_seed_with_seeds(tmp_path, capsys):
-    code = cli.main(["compare", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--seed", "1", "--seeds", "0",
-                     "1", "-qq"])
-    assert code == 2 and "not both" in capsys.readouterr().err
-
-
 def test_calibrating_a_classifier_is_refused(cohort, tmp_path, figures):
     out = tmp_path / "ce"
     Trainer(tiny_config(cohort, out, method="ce", epochs_phase1=1, **TTA)).run()
@@ -472,33 +343,6 @@ def test_calibrating_a_classifier_is_refused(cohort, tmp_path, figures):
 def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert cli.main(["evaluate", "--run", str(tmp_path / "nothing"), "--quiet"]) == 2
     assert "best.pt does not exist" in capsys.readouterr().err
-
-
-def test_demo_synthesises_then_compares_ce_and_spinerank(tmp_path, monkeypatch):
-    import spinerank.compare
-    import spinerank.synth
-    from spinerank.demo import demo
-
-    calls = []
-
-    def fake_synth(out, **kw):
-        calls.append(("synth", kw["subjects"]))
-        out.mkdir(parents=True)
-        (out / "labels.csv").write_text("")
-
-    def fake_compare(data, out, **kw):
-        calls.append(("compare", tuple(kw["methods"]), kw["preset"], kw["tta"], kw.get("seed"), kw.get("seeds")))
-        pathlib.Path(out).mkdir(parents=True)
-        (pathlib.Path(out) / "comparison.md").write_text("table")
-        return {}
-
-    monkeypatch.setattr(spinerank.synth, "synthesize", fake_synth)
-    monkeypatch.setattr(spinerank.compare, "compare", fake_compare)
-    demo(tmp_path / "d", subjects=7, progress=False)
-    demo(tmp_path / "d2", all_methods=True, progress=False, seeds=[3, 4])
-    assert calls == [("synth", 7), ("compare", ("ce", "spinerank"), "tiny", True, 0, None),
-                     ("synth", 200), ("compare", ("ce", "corn", "mae", "ranknet", "deeprank", "spinerank"), "tiny", True,
-                                      None, [3, 4])]
 
 
 def run_on_copy(run, cohort, tmp_path):
@@ -545,29 +389,3 @@ def test_calibrate_and_evaluate_check_every_volume_before_scoring(run, cohort, t
     assert cli.main(["calibrate", "--run", str(copy), "--no-tta", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("spinerank: error: 2 of") and val[0].name in err and val[1].name in err
-
-
-def test_training_curves_name_a_reused_phase1_even_when_its_run_is_gone(tmp_path, figures):
-    from spinerank import report
-
-    run = tmp_path / "cmp" / "spinerank"
-    run.mkdir(parents=True)
-    phase2 = [{"phase": 2, "epoch": e, "train_loss": 1 / e, "selection_metric": 0.1 * e} for e in (1, 2, 3)]
-    source = tmp_path / "cmp" / "ce"
-    reused = report.reused_phase1(run, str(source / "best_phase1.pt"))
-    assert reused == ("../ce", []) and report.reused_phase1(run, None) is None
-    drawn = report.plot_training_curves(run / "gone.png", phase2, method="spinerank", run=run, reused=reused)
-    assert drawn["lines"] == ["phase 2, selected by mean QWK of the scores at the fixed thresholds",
-                              "selected epoch (best validation metric) of each phase"]
-    assert figures["gone.png"]["title"] == ("spinerank — run cmp/spinerank: training curves; phase 1 reused from "
-                                            "../ce, whose metrics.jsonl was not found")
-    source.mkdir()
-    phase1 = [{"phase": 1, "epoch": e, "train_loss": 2 / e, "selection_metric": 0.2 * e} for e in (1, 2)]
-    (source / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in phase1))
-    reused = report.reused_phase1(run, str(source / "best_phase1.pt"))
-    assert reused == ("../ce", phase1)
-    report.plot_training_curves(run / "found.png", phase2, method="spinerank", run=run, reused=reused)
-    assert figures["found.png"]["lines"][1] == ["phase 1 (from ../ce)", "phase 2"]  # the metric panel
-    assert figures["found.png"]["lines"][0] == ["phase 1 (from ../ce)"]  # phase 2's loss: its own axis
-    assert figures["found.png"]["lines"][2] == ["phase 2"]
-    assert figures["found.png"]["title"] == "spinerank — run cmp/spinerank: training curves"

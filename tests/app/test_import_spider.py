@@ -1,5 +1,5 @@
 """spinerank import spider (importers/spider.py) on phantoms written in SPIDER's
-exact layout (importers/phantom.py): what lands in labels.csv and the report,
+exact layout (importers/spider_phantom.py): what lands in labels.csv and the report,
 where every crop comes from in millimetres and degrees, what it shows, bad input,
 an interrupted import, and import -> train -> evaluate -> predict end to end."""
 import json
@@ -17,7 +17,7 @@ from spinerank.importers import geometry, spider
 from spinerank.tasks import TaskTable
 
 sitk = pytest.importorskip("SimpleITK")
-from spinerank.importers import phantom  # noqa: E402
+from spinerank.importers import spider_phantom  # noqa: E402
 
 #: The tiny preset's volume (D, H, W) = (10, 48, 80): 57.6 x 96 x 40 mm, the default crop's field of view in-plane.
 GRID = geometry.CropGrid((48, 80, 10), (1.2, 1.2, 4.0))
@@ -26,7 +26,7 @@ GRID = geometry.CropGrid((48, 80, 10), (1.2, 1.2, 4.0))
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     root = tmp_path_factory.mktemp("spider") / "SPIDER"
-    truth = phantom.write_spider(root, patients=3, seed=0)
+    truth = spider_phantom.write_spider(root, patients=3, seed=0)
     return root, truth
 
 
@@ -270,7 +270,7 @@ def test_import_train_evaluate_predict_end_to_end(tmp_path, capsys):
     preset for one epoch per phase, evaluate, predict a whole series from its
     mask and from disc points."""
     root = tmp_path / "SPIDER"
-    truth = phantom.write_spider(root, patients=10, seed=1)
+    truth = spider_phantom.write_spider(root, patients=10, seed=1)
     data = tmp_path / "data"
     shape = [str(v) for v in GRID.shape]
     spacing = [str(v) for v in GRID.spacing]

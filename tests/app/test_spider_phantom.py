@@ -1,6 +1,7 @@
-"""The SPIDER phantom writer (spinerank.importers.phantom): files read back with SimpleITK
-and the csv module and checked against SPIDER's layout (DATASETS.md section 1) and
-against the phantom's own truth."""
+"""The SPIDER phantom writer (spinerank.importers.spider_phantom, imaging the
+SpinePhantom of importers.phantom): files read back with SimpleITK and the csv
+module and checked against SPIDER's layout (DATASETS.md section 1) and against the
+phantom's own truth."""
 import csv
 import re
 
@@ -9,7 +10,7 @@ import pytest
 
 sitk = pytest.importorskip("SimpleITK")
 
-from spinerank.importers import phantom  # noqa: E402
+from spinerank.importers import phantom, spider_phantom  # noqa: E402
 
 OVERVIEW_HEADER = (
     b"new_file_name,num_vertebrae,num_discs,sex,birth_date,subset,AngioFlag,BodyPartExamined,"
@@ -29,7 +30,7 @@ BINARY = ["UP endplate", "LOW endplate", "Spondylolisthesis", "Disc herniation",
 @pytest.fixture(scope="module")
 def spider(tmp_path_factory):
     root = tmp_path_factory.mktemp("spider")
-    return root, phantom.write_spider(root, patients=3, seed=0)
+    return root, spider_phantom.write_spider(root, patients=3, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -331,8 +332,8 @@ def test_phantom_api():
 
 
 def test_options_and_determinism(tmp_path):
-    clean = phantom.write_spider(tmp_path / "a", patients=1, seed=3, compress="none", quirks=False)
-    phantom.write_spider(tmp_path / "b", patients=1, seed=3, compress="all", quirks=False)
+    clean = spider_phantom.write_spider(tmp_path / "a", patients=1, seed=3, compress="none", quirks=False)
+    spider_phantom.write_spider(tmp_path / "b", patients=1, seed=3, compress="all", quirks=False)
     assert sorted(clean["series"]) == ["1_t1", "1_t2", "1_t2_SPACE"]
     assert clean["skipped"] == []
     rows = read_rows(tmp_path / "a" / "radiological_gradings.csv")
@@ -350,4 +351,4 @@ def test_options_and_determinism(tmp_path):
     for name in ("overview.csv", "radiological_gradings.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     with pytest.raises(ValueError):
-        phantom.write_spider(tmp_path / "c", compress="some")
+        spider_phantom.write_spider(tmp_path / "c", compress="some")

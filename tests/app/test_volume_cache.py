@@ -1,4 +1,4 @@
-"""The decoded volume cache (volume_cache.py) and whole-batch loading (data.py):
+"""The decoded volume cache (volume_cache.py) and whole-batch loading (data/dataset.py):
 the same batches bit for bit with and without the cache, with and without
 DataLoader workers; a stale cache rebuilt, never read; several processes building
 it once; an unreadable volume left out and still reported where it is used."""

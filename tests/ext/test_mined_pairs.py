@@ -228,7 +228,7 @@ class TestSelections:
 
 
 # ---------------------------------------------------------------------------
-# Bad input (the checks mined_pairs shares with the loss: test_pairwise_rank_loss.py)
+# Bad input (the checks mined_pairs shares with the loss: pairwise_rank_loss/test_arguments.py)
 
 def good(B=6, T=3, K=4):
     return torch.rand(B, T), torch.randint(0, K, (B, T))
