@@ -11,6 +11,23 @@
 
 namespace spinerank {
 
+// How many of a task's P = n (n - 1) / 2 pairs mining keeps: all of them
+// (keep_all) when P <= max_pairs, else max_pairs, the k_hard hardest and
+// k_rand drawn from the rest.
+struct KeepCounts {
+  int64_t P, n_keep, k_hard, k_rand;
+  bool keep_all;
+};
+SPINERANK_HD KeepCounts keep_counts(int64_t n, int64_t max_pairs, double hard_fraction) {
+  KeepCounts c;
+  c.P = n * (n - 1) / 2;
+  c.keep_all = c.P <= max_pairs;
+  c.n_keep = c.keep_all ? c.P : max_pairs;
+  c.k_hard = c.keep_all ? 0 : hard_pair_count(max_pairs, hard_fraction);
+  c.k_rand = c.n_keep - (c.keep_all ? c.n_keep : c.k_hard);
+  return c;
+}
+
 // Walks pair indices q, q + step, ... of n samples as (a, b) without a square
 // root per pair. Past the last pair, a stays at n - 1.
 struct PairCursor {

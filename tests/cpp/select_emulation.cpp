@@ -1,6 +1,7 @@
-// Runs the CUDA select kernel's algorithm (csrc/cuda/pairwise_rank_loss_cuda.cu,
-// select_kernel steps 2-4) on the CPU, one simulated block of `threads` threads
-// executed thread by thread, with the same building blocks (pair_select.h).
+// Runs the CUDA select kernel's algorithm (csrc/cuda/pair_selection_cuda.cu,
+// steps 2-4: hard_cut, draw_random_pairs, sweep_kept_pairs) on the CPU, one
+// simulated block of `threads` threads executed thread by thread, with the same
+// building blocks (pair_select.h).
 // tests/ext/test_pair_math_header.py compares its output with the CPU op's mined
 // pairs: a GPU-free check of the device selection logic.
 //
@@ -44,11 +45,9 @@ int main() {
     return hardness_key(mining_hardness(p, s[a], s[b], y[a] - y[b], inv_km1));
   };
 
-  const int64_t P = n * (n - 1) / 2;
-  const bool keep_all = P <= max_pairs;
-  const int64_t n_keep = keep_all ? P : max_pairs;
-  const int64_t k_hard = keep_all ? 0 : hard_pair_count(max_pairs, hard_fraction);
-  const int64_t k_rand = n_keep - (keep_all ? n_keep : k_hard);
+  const KeepCounts kc = keep_counts(n, max_pairs, hard_fraction);
+  const int64_t P = kc.P, n_keep = kc.n_keep, k_hard = kc.k_hard, k_rand = kc.k_rand;
+  const bool keep_all = kc.keep_all;
 
   // Step 2: radix select.
   uint64_t threshold = 0;
