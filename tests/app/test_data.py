@@ -343,13 +343,16 @@ def test_preflight_is_fast_on_small_npy_volumes(tmp_path):
     files = sorted((tmp_path / "volumes").glob("*.npy"))
     # Against a plain read of the same files in the same run (a wall-clock bound failed on a loaded machine):
     # the checks cost at most a few plain reads, whatever else the machine is doing.
-    started = time.perf_counter()
-    for path in files:
-        assert np.isfinite(np.load(path)).all()
-    plain = time.perf_counter() - started
-    started = time.perf_counter()
-    preflight(tmp_path, rows, progress=False, workers=1)
-    checked = time.perf_counter() - started
+    # Best of three each, interleaved: one descheduled pass must not decide it.
+    plain = checked = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for path in files:
+            assert np.isfinite(np.load(path)).all()
+        plain = min(plain, time.perf_counter() - started)
+        started = time.perf_counter()
+        preflight(tmp_path, rows, progress=False, workers=1)
+        checked = min(checked, time.perf_counter() - started)
     assert len(files) == len(rows)
     assert checked < 5 * plain + 0.05, f"preflight {checked:.3f} s, plain reads {plain:.3f} s"
 
