@@ -11,8 +11,8 @@
 // CPU's Floyd draws from the same Philox stream. The select kernel's steps are
 // the functions numbered 1 to 5 below; tests/cpp/select_emulation.cpp replays
 // steps 2 to 4 on the CPU. Every step function is called by the whole block
-// (the block scans and barriers inside need every thread) and force-inlined,
-// so the kernel compiles as the single body it was written as.
+// (the block scans and barriers inside need every thread) and force-inlined:
+// the kernel compiles to one body, as it was written before the split.
 #include "cuda/pair_selection.cuh"
 
 #include <ATen/core/Tensor.h>

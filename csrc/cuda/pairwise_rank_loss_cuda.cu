@@ -69,7 +69,8 @@ __device__ int count_tasks_with_pairs(const void* grades, bool wide, int64_t B, 
 }
 
 // ---------------------------------------------------------------------------
-// All pairs.
+// All pairs. The kernel's steps are force-inlined device functions, called by
+// the whole block where they hold a barrier (publish_partials).
 
 // Task t's column of the (B, T) inputs, with its K_t.
 template <typename scalar_t>
@@ -135,8 +136,10 @@ struct RowSums {
   acc_t g_dis, g_sim, l_dis, l_sim;
 };
 
-// Adds the pairs of row a (a valid sample) with the staged rows base .. to
-// its sums.
+// Row a's sums (a valid sample) plus its pairs with the staged rows base ..
+// base + kRowThreads - 1 that exist. The sums travel by value: with them
+// behind a reference, nvcc fused fewer of the loop's multiply-adds (nvcc
+// contracts a * b + c by default), which would change the rounding.
 template <typename acc_t, PairFn F>
 __device__ __forceinline__ RowSums<acc_t> add_tile_pairs(const LossParams& p, RowSample<acc_t> row, int64_t a,
                                                          int64_t B, int64_t base, const acc_t* tile_s,
