@@ -334,20 +334,19 @@ std::vector<Pair> select_pairs(const LossParams& p, const TaskSamples& ts, int K
                                int64_t max_pairs, double hard_fraction, uint64_t seed,
                                int task) {
   const int64_t n = ts.n();
-  const int64_t P = n * (n - 1) / 2;
-  if (P <= max_pairs) {
+  const KeepCounts kc = keep_counts(n, max_pairs, hard_fraction);  // as the CUDA select kernel
+  if (kc.keep_all) {
     std::vector<Pair> all;
-    all.reserve(P);
+    all.reserve(kc.P);
     for (int a = 0; a < n; ++a)
       for (int b = a + 1; b < n; ++b) all.push_back({a, b});
     return all;
   }
-  const int64_t k_hard = hard_pair_count(max_pairs, hard_fraction);
   // The table indexes pairs with int: never past INT32_MAX, whatever the cap.
-  const std::vector<int64_t> hard = P <= std::min<int64_t>(mining_table_max_pairs(), INT32_MAX)
-                                        ? hardest_pairs_table(p, ts, K, k_hard)
-                                        : hardest_pairs(p, ts, K, k_hard);
-  const std::vector<int64_t> drawn = random_pairs(P, hard, max_pairs - k_hard, seed, task);
+  const std::vector<int64_t> hard = kc.P <= std::min<int64_t>(mining_table_max_pairs(), INT32_MAX)
+                                        ? hardest_pairs_table(p, ts, K, kc.k_hard)
+                                        : hardest_pairs(p, ts, K, kc.k_hard);
+  const std::vector<int64_t> drawn = random_pairs(kc.P, hard, kc.k_rand, seed, task);
   std::vector<int64_t> kept(hard.size() + drawn.size());
   std::merge(hard.begin(), hard.end(), drawn.begin(), drawn.end(), kept.begin());
 
